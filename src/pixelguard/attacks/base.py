@@ -1,0 +1,304 @@
+"""The attack contract: a frozen configuration with one entry point, and one result type.
+
+An attack is configuration only; the model arrives at :meth:`Attack.run`. The base
+class does everything attacks share: validation, the capability check, seeding, query
+accounting through :class:`~pixelguard.models.queries.QueryCounter`, a fresh forward
+pass that decides success, and the distances. Subclasses implement :meth:`Attack._run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from pixelguard.checks import check_images, check_labels
+from pixelguard.errors import CapabilityError, ConfigError, ShapeError
+from pixelguard.metrics.distances import l0_features, l0_pixels, l2, linf
+from pixelguard.models.base import Classifier, OutputKind, probabilities
+from pixelguard.models.queries import QueryCounter
+from pixelguard.registry import Registry
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(images_finished, images_total)`` while an attack runs."""
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """Everything an attack run produced, per image, plus how it was configured.
+
+    Shape:
+        x_adv: (N, C, H, W) float32 in [0, 1]; the original image where the attack failed.
+        every other tensor: (N,).
+    """
+
+    x_adv: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    success: torch.Tensor
+    queries: torch.Tensor
+    l0_pixels: torch.Tensor
+    l0_features: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    pred_before: torch.Tensor
+    pred_after: torch.Tensor
+    conf_before: torch.Tensor
+    conf_after: torch.Tensor
+    attack: str
+    params: dict[str, Any]
+    seed: int
+    budget: int | None
+    wall_time: float
+
+    @property
+    def n_images(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of images fooled (0.0 for an empty batch)."""
+        return float(self.success.float().mean()) if self.n_images else 0.0
+
+    def per_image(self) -> list[dict[str, Any]]:
+        """One plain record per image."""
+        rows = []
+        for i in range(self.n_images):
+            row: dict[str, Any] = {
+                "label": int(self.y[i]),
+                "pred_before": int(self.pred_before[i]),
+                "pred_after": int(self.pred_after[i]),
+                "success": bool(self.success[i]),
+                "queries": int(self.queries[i]),
+                "pixels_changed": int(self.l0_pixels[i]),
+                "features_changed": int(self.l0_features[i]),
+                "l2": round(float(self.l2[i]), 6),
+                "linf": round(float(self.linf[i]), 6),
+                "confidence_before": round(float(self.conf_before[i]), 6),
+                "confidence_after": round(float(self.conf_after[i]), 6),
+            }
+            if self.target is not None:
+                row["target"] = int(self.target[i])
+            rows.append(row)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable summary and per-image records (no image data)."""
+        return {
+            "attack": self.attack,
+            "params": self.params,
+            "seed": self.seed,
+            "budget": self.budget,
+            "targeted": self.target is not None,
+            "n_images": self.n_images,
+            "success_rate": self.success_rate,
+            "wall_time": round(self.wall_time, 4),
+            "images": self.per_image(),
+        }
+
+
+attacks: Registry[Attack] = Registry("attack")
+
+
+def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
+    """Class decorator: register an attack under ``name`` and set its ``name``."""
+
+    def decorate(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        attacks.register(name)(cls)
+        return cls
+
+    return decorate
+
+
+def create_attack(name: str, **params: Any) -> Attack:
+    """Build a registered attack by name, e.g. ``create_attack("pixel-de", pixels=3)``."""
+    return attacks.create(name, **params)
+
+
+def list_attacks() -> list[str]:
+    """Names of all registered attacks."""
+    return attacks.names()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attack(ABC):
+    """Base configuration shared by every attack.
+
+    Args:
+        seed: seed for the attack's own random generator (None draws one and records it).
+        budget: hard limit on model queries per image (None: the attack's own limit).
+    """
+
+    name: ClassVar[str] = "attack"
+    needs_scores: ClassVar[bool] = True
+    needs_gradients: ClassVar[bool] = False
+
+    seed: int | None = 0
+    budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None and self.budget < 1:
+            raise ConfigError(f"{self.name}: budget must be at least 1 query, got {self.budget}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data (field names are the constructor's)."""
+        return dataclasses.asdict(self)
+
+    def check_model(self, model: Classifier) -> None:
+        """Raise :class:`CapabilityError` if ``model`` lacks what this attack needs."""
+        caps = model.capabilities
+        if self.needs_scores and not caps.scores:
+            raise CapabilityError(
+                f"{self.name} needs class scores but the model returns labels only; "
+                "use a label-only attack"
+            )
+        if self.needs_gradients and not caps.gradients:
+            raise CapabilityError(
+                f"{self.name} needs gradients but the model offers none; use a black-box "
+                f"attack instead ({', '.join(n for n in list_attacks() if n != self.name)})"
+            )
+
+    def run(
+        self,
+        model: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> AttackResult:
+        """Attack a batch and verify every claimed success with a fresh forward pass.
+
+        Args:
+            model: the classifier to fool.
+            x: clean images.
+            y: their true labels.
+            target: a target class per image, one class for all, or None (untargeted).
+            progress: optional callback ``(finished, total)``.
+
+        Shape:
+            x: (N, C, H, W) float32 in [0, 1]; y, target: (N,) int.
+
+        Returns:
+            An :class:`AttackResult`; ``success`` means the model, queried afresh,
+            predicts a label other than ``y`` (or equal to ``target``).
+
+        Raises:
+            ShapeError, RangeError: bad images, labels or targets.
+            CapabilityError: the model lacks scores or gradients this attack needs.
+        """
+        check_images(x)
+        if tuple(x.shape[1:]) != tuple(model.input_shape):
+            raise ShapeError(
+                f"images have shape {tuple(x.shape[1:])} but the model expects {tuple(model.input_shape)}"
+            )
+        n = x.shape[0]
+        y = check_labels(y, n, model.num_classes).to(x.device)
+        target_t = self._resolve_target(target, y, model.num_classes)
+        self.check_model(model)
+        seed = self.seed if self.seed is not None else secrets.randbits(31)
+        generator = torch.Generator().manual_seed(seed)
+        counter = QueryCounter(model, n, self.budget)
+        start = time.perf_counter()
+        if n:
+            clean_scores = counter.predict(x)
+            x_adv = self._run(counter, x, y, target_t, clean_scores, generator, progress)
+        else:
+            x_adv = x.clone()
+        wall_time = time.perf_counter() - start
+        return self._verify(model, x, x_adv, y, target_t, counter, seed, wall_time)
+
+    @staticmethod
+    def _resolve_target(
+        target: torch.Tensor | int | None, y: torch.Tensor, num_classes: int
+    ) -> torch.Tensor | None:
+        if target is None:
+            return None
+        if isinstance(target, int):
+            target_t = torch.full_like(y, target)
+        else:
+            target_t = check_labels(torch.as_tensor(target), y.shape[0], num_classes, name="target")
+        target_t = target_t.to(y.device)
+        if y.numel() and (int(target_t.min()) < 0 or int(target_t.max()) >= num_classes):
+            raise ConfigError(f"target classes must lie in 0..{num_classes - 1}")
+        same = (target_t == y).nonzero().flatten()
+        if same.numel():
+            raise ConfigError(
+                f"target equals the true label for {same.numel()} image(s) "
+                f"(first: index {int(same[0])}); drop them or choose another target"
+            )
+        return target_t
+
+    def _verify(
+        self,
+        model: Classifier,
+        x: torch.Tensor,
+        x_adv: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        counter: QueryCounter,
+        seed: int,
+        wall_time: float,
+    ) -> AttackResult:
+        check_images(x_adv, name="x_adv")
+        output = OutputKind(model.capabilities.output)
+        with torch.no_grad():
+            probs_before = probabilities(model.predict(x), output)
+            probs_after = probabilities(model.predict(x_adv), output)
+        conf_before, pred_before = probs_before.max(dim=1)
+        pred_after = probs_after.argmax(dim=1)
+        if target is None:
+            success = pred_after != y
+        else:
+            success = pred_after == target
+        # A failed image comes back unchanged: "changed" never silently means "adversarial".
+        keep = success.view(-1, 1, 1, 1)
+        x_adv = torch.where(keep, x_adv, x)
+        pred_after = torch.where(success, pred_after, pred_before)
+        probs_after = torch.where(success.view(-1, 1), probs_after, probs_before)
+        conf_after = probs_after.gather(1, pred_after.view(-1, 1)).flatten()
+        return AttackResult(
+            x_adv=x_adv,
+            y=y,
+            target=target,
+            success=success,
+            queries=counter.per_image.clone(),
+            l0_pixels=l0_pixels(x, x_adv),
+            l0_features=l0_features(x, x_adv),
+            l2=l2(x, x_adv),
+            linf=linf(x, x_adv),
+            pred_before=pred_before,
+            pred_after=pred_after,
+            conf_before=conf_before,
+            conf_after=conf_after,
+            attack=self.name,
+            params=self.to_dict(),
+            seed=seed,
+            budget=self.budget,
+            wall_time=wall_time,
+        )
+
+    @abstractmethod
+    def _run(
+        self,
+        model: QueryCounter,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        clean_scores: torch.Tensor,
+        generator: torch.Generator,
+        progress: ProgressCallback | None,
+    ) -> torch.Tensor:
+        """Search adversarial images; return a batch shaped like ``x`` in [0, 1].
+
+        ``model`` counts and limits queries; pass ``index`` (the image each row
+        belongs to) with every call. ``clean_scores`` are the model's scores for ``x``
+        (already paid for). Images already misclassified need no search.
+        """

@@ -1,0 +1,69 @@
+"""Typed errors. Every user-facing failure is a :class:`PixelguardError`.
+
+The command line prints ``error: <message>`` on one line and exits with code 2 for
+any of these; the library raises them with messages that name the offending value.
+"""
+
+from __future__ import annotations
+
+
+class PixelguardError(Exception):
+    """Base class for every error pixelguard raises on bad input or configuration."""
+
+
+class ShapeError(PixelguardError, ValueError):
+    """An array or tensor has the wrong number of dimensions or the wrong sizes."""
+
+
+class RangeError(PixelguardError, ValueError):
+    """Values lie outside their valid range (pixels outside [0, 1], NaN, labels >= K)."""
+
+
+class DataError(PixelguardError):
+    """A data file or folder cannot be read, or its contents are inconsistent."""
+
+
+class ModelError(PixelguardError):
+    """A model cannot be loaded, or it returned something that is not class scores."""
+
+
+class CapabilityError(PixelguardError):
+    """An attack needs something the model does not offer (gradients, scores)."""
+
+
+class QueryBudgetExceeded(PixelguardError):
+    """A query would take an image past its hard per-image query budget."""
+
+
+class UnsafeLoadError(PixelguardError):
+    """Loading this file would run arbitrary code (pickle) and the user did not opt in."""
+
+
+class MissingDependencyError(PixelguardError):
+    """An optional package is needed for this feature and is not installed."""
+
+
+class ConfigError(PixelguardError, ValueError):
+    """An attack, model or command option has an invalid value."""
+
+
+def require(module: str, extra: str, feature: str) -> object:
+    """Import an optional dependency or raise :class:`MissingDependencyError`.
+
+    Args:
+        module: importable module name, e.g. ``"onnxruntime"``.
+        extra: the pip extra that installs it, e.g. ``"onnx"``.
+        feature: what needs it, for the message.
+
+    Returns:
+        The imported module.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{feature} needs the optional package '{module}': "
+            f"pip install 'pixelguard[{extra}]'"
+        ) from exc

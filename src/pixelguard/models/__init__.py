@@ -1,0 +1,1 @@
+"""Model adapters to the one Classifier protocol, and query accounting."""

@@ -1,0 +1,272 @@
+"""The Classifier protocol, its capabilities, and the input spec adapters convert with.
+
+Every model inside pixelguard is a :class:`Classifier`: it takes a canonical image
+batch (float32, [0, 1], NCHW) and returns ``(N, K)`` scores. What the model itself
+wants (layout, value scale, mean/std, dtype) is an :class:`InputSpec` the adapter
+applies at the edge; what it returns is an :class:`OutputKind`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from pixelguard.checks import check_images
+from pixelguard.errors import ConfigError, ModelError
+
+
+class OutputKind(str, enum.Enum):
+    """What a model's scores are: raw logits, probabilities, or one-hot labels only."""
+
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+    LABELS = "labels"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an attack may rely on, checked once when the attack starts."""
+
+    output: OutputKind = OutputKind.LOGITS
+    gradients: bool = False
+    deterministic: bool = True
+
+    @property
+    def scores(self) -> bool:
+        """True when the model returns graded scores, not only its top label."""
+        return self.output is not OutputKind.LABELS
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model wants its input, applied by :meth:`to_model` at the edge.
+
+    The canonical batch ``x`` (NCHW, [0, 1]) becomes ``((x * scale) - mean) / std``
+    in ``layout`` and ``dtype``. ``mean``/``std`` are per channel, in the scaled units.
+    """
+
+    layout: str = "nchw"
+    scale: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    dtype: str = "float32"
+    flatten: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("nchw", "nhwc"):
+            raise ConfigError(f"layout must be 'nchw' or 'nhwc', got {self.layout!r}")
+        if not self.scale > 0:
+            raise ConfigError(f"scale must be positive, got {self.scale}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ConfigError(f"std must be positive, got {self.std}")
+        if self.dtype not in ("float32", "float64", "float16", "uint8"):
+            raise ConfigError(f"dtype must be float32, float64, float16 or uint8, got {self.dtype}")
+
+    def _channel_stats(self, channels: int) -> tuple[list[float] | None, list[float] | None]:
+        def expand(values: tuple[float, ...] | None, what: str) -> list[float] | None:
+            if values is None:
+                return None
+            if len(values) == 1:
+                return [values[0]] * channels
+            if len(values) != channels:
+                raise ConfigError(
+                    f"{what} has {len(values)} values but the images have {channels} channels"
+                )
+            return list(values)
+
+        return expand(self.mean, "mean"), expand(self.std, "std")
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Convert a canonical batch to the model's input (torch, autograd-safe)."""
+        mean, std = self._channel_stats(x.shape[1])
+        out = x * self.scale if self.scale != 1.0 else x
+        if mean is not None:
+            out = out - torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        if std is not None:
+            out = out / torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        if self.layout == "nhwc":
+            out = out.permute(0, 2, 3, 1)
+        if self.flatten:
+            out = out.reshape(out.shape[0], -1)
+        if self.dtype == "uint8":
+            out = out.round().clamp(0, 255).to(torch.uint8)
+        elif self.dtype != "float32":
+            out = out.to(getattr(torch, self.dtype))
+        return out
+
+    def to_model_numpy(self, x: torch.Tensor) -> np.ndarray:
+        """Convert a canonical batch to a contiguous numpy array for non-torch models."""
+        with torch.no_grad():
+            return np.ascontiguousarray(self.to_model(x.detach()).cpu().numpy())
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Anything that classifies canonical image batches.
+
+    Shape:
+        predict: x (N, C, H, W) float32 in [0, 1] -> scores (N, K) float32, same device.
+    """
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Differentiable(Classifier, Protocol):
+    """A classifier whose logits can be differentiated with respect to the input."""
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def detect_output_kind(scores: torch.Tensor, atol: float = 1e-3) -> OutputKind:
+    """Guess what ``scores`` are from their rows.
+
+    Rows that are one-hot are labels, rows of non-negative values summing to one are
+    probabilities, anything else is logits.
+    """
+    s = scores.detach().double()
+    if s.numel() == 0:
+        return OutputKind.LOGITS
+    nonneg = bool((s >= -atol).all())
+    sums_to_one = bool(((s.sum(dim=1) - 1).abs() <= atol).all())
+    if nonneg and sums_to_one:
+        one_hot = bool(((s == 0) | (s == 1)).all()) and s.shape[1] > 1
+        return OutputKind.LABELS if one_hot else OutputKind.PROBABILITIES
+    return OutputKind.LOGITS
+
+
+def log_probabilities(scores: torch.Tensor, output: OutputKind) -> torch.Tensor:
+    """Scores of the declared kind as log-probabilities (floored to avoid -inf)."""
+    if output is OutputKind.LOGITS:
+        return torch.log_softmax(scores, dim=1)
+    return torch.log(scores.clamp_min(1e-12))
+
+
+def probabilities(scores: torch.Tensor, output: OutputKind) -> torch.Tensor:
+    """Scores of the declared kind as probabilities."""
+    if output is OutputKind.LOGITS:
+        return torch.softmax(scores, dim=1)
+    return scores
+
+
+@dataclass
+class ArrayClassifier:
+    """Shared adapter machinery: input spec, chunking, output-kind detection, checks.
+
+    Subclasses implement :meth:`_forward` on one chunk already converted by the spec
+    and return an ``(n, K)`` tensor. The output kind and number of classes are read
+    from a probe batch when not given.
+    """
+
+    input_shape: tuple[int, int, int]
+    spec: InputSpec = field(default_factory=InputSpec)
+    output: OutputKind | str | None = None
+    batch_size: int = 1024
+    gradients: bool = False
+    _num_classes: int | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
+            raise ConfigError(f"input_shape must be (C, H, W), got {self.input_shape}")
+        self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.output is not None:
+            self.output = OutputKind(self.output)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise ModelError(f"{type(self).__name__} does not implement _forward")
+
+    def _probe(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.rand((4, *self.input_shape), generator=gen)
+        scores = self._raw_predict(x)
+        self._num_classes = int(scores.shape[1])
+        if self.output is None:
+            self.output = detect_output_kind(scores)
+
+    @property
+    def num_classes(self) -> int:
+        if self._num_classes is None:
+            self._probe()
+        assert self._num_classes is not None
+        return self._num_classes
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self.output is None:
+            self._probe()
+        return Capabilities(output=OutputKind(self.output), gradients=self.gradients)
+
+    def _raw_predict(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ModelError(
+                f"the model expects images of shape {self.input_shape}, got {tuple(x.shape[1:])}"
+            )
+        chunks = []
+        for start in range(0, x.shape[0], self.batch_size):
+            chunk = x[start : start + self.batch_size]
+            out = self._forward(chunk)
+            chunks.append(_as_scores(out, chunk.shape[0]).to(x.device))
+        if not chunks:
+            return torch.zeros((0, self._num_classes or 0), device=x.device)
+        return torch.cat(chunks)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores for a canonical batch, computed in chunks of ``batch_size``."""
+        check_images(x)
+        with torch.no_grad():
+            return self._raw_predict(x)
+
+
+def _as_scores(out: object, n: int) -> torch.Tensor:
+    """Turn a model's raw output into an (n, K) float32 tensor or raise ModelError."""
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if isinstance(out, np.ndarray):
+        out = torch.from_numpy(np.asarray(out))
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(f"the model returned {type(out).__name__}, expected an (N, K) array of scores")
+    if out.dim() != 2 or out.shape[0] != n:
+        raise ModelError(
+            f"the model returned shape {tuple(out.shape)} for {n} images; expected ({n}, K) scores"
+        )
+    if out.shape[1] < 2:
+        raise ModelError("the model returned fewer than 2 class scores")
+    out = out.detach().to(torch.float32)
+    if not torch.isfinite(out).all():
+        raise ModelError("the model returned NaN or infinite scores")
+    return out
+
+
+def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
+    """Parse ``"0.5,0.5,0.5"`` (or a sequence) into a tuple of floats for mean/std."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        try:
+            values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+        except ValueError as exc:
+            raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from exc
+    else:
+        values = tuple(float(v) for v in text)
+    if not values:
+        raise ConfigError(f"{what} is empty")
+    return values
+
+
+ScoreFunction = Callable[[np.ndarray], np.ndarray]

@@ -1,0 +1,84 @@
+"""Query accounting, done once: a wrapper that counts images sent per original image."""
+
+from __future__ import annotations
+
+import torch
+
+from pixelguard.errors import QueryBudgetExceeded, ShapeError
+from pixelguard.models.base import Capabilities, Classifier
+
+
+class QueryCounter:
+    """A Classifier wrapper that counts queries per image and enforces a hard budget.
+
+    Every row sent to the model is one query charged to the image it belongs to.
+    Attacks pass ``index`` (which original image each row perturbs); the counter
+    refuses a call that would take any image past ``budget``.
+
+    Args:
+        model: the classifier to query.
+        n_images: how many original images the attack works on.
+        budget: the most queries any one image may spend, or None for no limit.
+    """
+
+    def __init__(self, model: Classifier, n_images: int, budget: int | None = None) -> None:
+        self.model = model
+        self.budget = budget
+        self.per_image = torch.zeros(n_images, dtype=torch.int64)
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.model.input_shape
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.model.capabilities
+
+    @property
+    def total(self) -> int:
+        """All queries spent so far."""
+        return int(self.per_image.sum())
+
+    def remaining(self) -> torch.Tensor:
+        """Queries each image may still spend (a large number when unlimited)."""
+        if self.budget is None:
+            return torch.full_like(self.per_image, torch.iinfo(torch.int64).max // 2)
+        return self.budget - self.per_image
+
+    def predict(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Score ``x``, charging row ``i`` to image ``index[i]``.
+
+        Shape:
+            x: (M, C, H, W); index: (M,) int64 in [0, n_images). Without ``index``,
+            x must hold exactly one row per image, in order.
+
+        Raises:
+            QueryBudgetExceeded: the call would take an image past its budget.
+        """
+        n_images = self.per_image.shape[0]
+        if index is None:
+            if x.shape[0] != n_images:
+                raise ShapeError(
+                    f"without an index, a query batch needs one row per image ({n_images}), "
+                    f"got {x.shape[0]}"
+                )
+            index = torch.arange(n_images)
+        index = index.to(device="cpu", dtype=torch.int64)
+        if index.shape[0] != x.shape[0]:
+            raise ShapeError(f"index has {index.shape[0]} entries for {x.shape[0]} rows")
+        charge = torch.bincount(index, minlength=n_images)
+        if self.budget is not None:
+            after = self.per_image + charge
+            if bool((after > self.budget).any()):
+                worst = int(after.argmax())
+                raise QueryBudgetExceeded(
+                    f"image {worst} would spend {int(after[worst])} queries, "
+                    f"over its budget of {self.budget}"
+                )
+        scores = self.model.predict(x)
+        self.per_image += charge
+        return scores

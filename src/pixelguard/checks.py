@@ -31,10 +31,12 @@ def check_images(x: torch.Tensor, *, name: str = "x") -> torch.Tensor:
         raise RangeError(f"{name} must be float32 in [0, 1], got dtype {x.dtype}")
     if x.numel() == 0:
         return x
-    if not torch.isfinite(x).all():
-        raise RangeError(f"{name} contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
+    # One pass: NaN fails both comparisons and infinities fall outside [0, 1].
+    lo_t, hi_t = torch.aminmax(x)
+    lo, hi = float(lo_t), float(hi_t)
+    if not (lo >= 0.0 and hi <= 1.0):
+        if torch.isnan(x).any():
+            raise RangeError(f"{name} contains NaN values")
         raise RangeError(f"{name} must lie in [0, 1], got min {lo:g}, max {hi:g}")
     return x
 

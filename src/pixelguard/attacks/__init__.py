@@ -1,1 +1,24 @@
-"""Attacks: configuration objects with one entry point, ``run(model, x, y, *, target=None)``."""
+"""Attacks: configuration objects with one entry point, ``run(model, x, y, *, target=None)``.
+
+Importing this package registers every attack under its kebab-case name.
+"""
+
+from pixelguard.attacks.base import (
+    Attack,
+    AttackResult,
+    ProgressCallback,
+    create_attack,
+    list_attacks,
+    register_attack,
+)
+from pixelguard.attacks.pixel_de import PixelDE
+
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "PixelDE",
+    "ProgressCallback",
+    "create_attack",
+    "list_attacks",
+    "register_attack",
+]

@@ -1,0 +1,245 @@
+"""The few-pixel attack by differential evolution (Su, Vargas and Sakurai).
+
+Each candidate encodes ``k`` pixels as ``(row, col, value per channel)``. The search
+is DE/rand/1: a trial for member ``i`` is ``a + F * (b - c)`` from three other members;
+it replaces ``i`` when its loss is no worse. Vectorised over all images and all
+population members: one model call per evaluation chunk for the whole batch, and each
+image stops as soon as one of its candidates fools the model.
+
+References:
+    Su, Vargas, Sakurai. "One pixel attack for fooling deep neural networks."
+    IEEE Trans. Evolutionary Computation, 2019. arXiv:1710.08864.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from pixelguard.attacks._population import (
+    adversarial_loss,
+    distinct_indices,
+    is_adversarial,
+    paste_pixels,
+)
+from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.errors import ConfigError
+from pixelguard.models.base import OutputKind, probabilities
+from pixelguard.models.queries import QueryCounter
+
+_MAX_ELEMENTS_PER_CALL = 1 << 25
+"""Largest number of pixel values decoded at once (128 MiB of float32)."""
+
+
+@register_attack("pixel-de")
+@dataclass(frozen=True, kw_only=True)
+class PixelDE(Attack):
+    """Change at most ``pixels`` pixels, found by differential evolution.
+
+    Args:
+        pixels: how many pixel positions a candidate may change (k).
+        population: candidates per image (the paper: 400).
+        generations: most DE generations after the initial population (the paper: 100).
+        mutation: the differential weight F (the paper: 0.5).
+        crossover: binomial crossover rate; 1.0 takes the whole mutant (the paper's choice).
+        loss: ``"margin"`` (log-probability margin; does not saturate on confident
+            models) or ``"probability"`` (the paper's: probability of the true class,
+            or minus that of the target).
+        checks_per_generation: how many slices each generation is evaluated in; the
+            attack stops an image after the first slice that fools the model, so more
+            checks spend fewer queries on easy images at the cost of smaller batches.
+        seed: seed of the attack's random generator.
+        budget: hard limit on queries per image, the clean query included.
+
+    Shape:
+        x: (N, C, H, W) float32 in [0, 1]; y, target: (N,).
+
+    Example:
+        >>> import torch
+        >>> from pixelguard.attacks.pixel_de import PixelDE
+        >>> PixelDE(pixels=3, population=50, generations=10).pixels
+        3
+    """
+
+    pixels: int = 1
+    population: int = 400
+    generations: int = 100
+    mutation: float = 0.5
+    crossover: float = 1.0
+    loss: Literal["margin", "probability"] = "margin"
+    checks_per_generation: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pixels < 1:
+            raise ConfigError(f"pixel-de: pixels must be at least 1, got {self.pixels}")
+        if self.population < 4:
+            raise ConfigError(f"pixel-de: population must be at least 4, got {self.population}")
+        if self.generations < 0:
+            raise ConfigError(f"pixel-de: generations must be >= 0, got {self.generations}")
+        if not 0.0 < self.mutation <= 2.0:
+            raise ConfigError(f"pixel-de: mutation (F) must lie in (0, 2], got {self.mutation}")
+        if not 0.0 < self.crossover <= 1.0:
+            raise ConfigError(f"pixel-de: crossover must lie in (0, 1], got {self.crossover}")
+        if self.loss not in ("margin", "probability"):
+            raise ConfigError(f"pixel-de: loss must be 'margin' or 'probability', got {self.loss!r}")
+        if not 1 <= self.checks_per_generation <= self.population:
+            raise ConfigError(
+                f"pixel-de: checks_per_generation must lie in 1..population, "
+                f"got {self.checks_per_generation}"
+            )
+
+    def _run(
+        self,
+        model: QueryCounter,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        clean_scores: torch.Tensor,
+        generator: torch.Generator,
+        progress: ProgressCallback | None,
+    ) -> torch.Tensor:
+        n = x.shape[0]
+        x_adv = x.clone()
+        search = _Search(self, model, x, y, target, x_adv)
+        active = (~is_adversarial(clean_scores, y, target)).nonzero().flatten()
+        genes = self._initial_genes(generator, active.numel(), x.shape).to(x.device)
+        loss, finished = search.evaluate(active, genes)
+        keep = ~finished
+        active, genes, loss = active[keep], genes[keep], loss[keep]
+        for _ in range(self.generations):
+            if active.numel() == 0:
+                break
+            trial = self._mutate(genes, generator, x.shape)
+            trial_loss, finished = search.evaluate(active, trial)
+            better = trial_loss <= loss
+            genes = torch.where(better.view(*better.shape, 1, 1), trial, genes)
+            loss = torch.minimum(loss, trial_loss)
+            keep = ~finished
+            active, genes, loss = active[keep], genes[keep], loss[keep]
+            if progress is not None:
+                progress(n - active.numel(), n)
+        if progress is not None:
+            progress(n, n)
+        return x_adv
+
+    def _initial_genes(self, generator: torch.Generator, a: int, shape: torch.Size) -> torch.Tensor:
+        """Uniform positions; values ~ N(0.5, 0.5) clipped, the paper's N(128, 127) in [0, 1]."""
+        _, c, h, w = shape
+        size = (a, self.population, self.pixels)
+        rows = torch.rand(size, generator=generator) * h
+        cols = torch.rand(size, generator=generator) * w
+        values = (0.5 + 0.5 * torch.randn((*size, c), generator=generator)).clamp(0.0, 1.0)
+        return torch.cat([rows.unsqueeze(-1), cols.unsqueeze(-1), values], dim=-1)
+
+    def _mutate(self, genes: torch.Tensor, generator: torch.Generator, shape: torch.Size) -> torch.Tensor:
+        """DE/rand/1 with optional binomial crossover, then clipped to the search box."""
+        a, p, k, d = genes.shape
+        picks = distinct_indices(generator, a, p, 3).to(genes.device)
+        flat = genes.reshape(a, p, k * d)
+
+        def member(j: int) -> torch.Tensor:
+            return flat.gather(1, picks[..., j : j + 1].expand(a, p, k * d))
+
+        trial = member(0) + self.mutation * (member(1) - member(2))
+        if self.crossover < 1.0:
+            take = torch.rand((a, p, k * d), generator=generator).to(genes.device) < self.crossover
+            forced = (torch.rand((a, p, 1), generator=generator) * (k * d)).long().to(genes.device)
+            take.scatter_(2, forced, True)
+            trial = torch.where(take, trial, flat)
+        trial = trial.view(a, p, k, d)
+        _, _, h, w = shape
+        rows = trial[..., 0:1].clamp(0.0, h - 1e-3)
+        cols = trial[..., 1:2].clamp(0.0, w - 1e-3)
+        return torch.cat([rows, cols, trial[..., 2:].clamp(0.0, 1.0)], dim=-1)
+
+class _Search:
+    """Evaluation state of one run: decodes genes, queries in chunks, records winners."""
+
+    def __init__(
+        self,
+        attack: PixelDE,
+        model: QueryCounter,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        x_adv: torch.Tensor,
+    ) -> None:
+        self.attack = attack
+        self.model = model
+        self.output = OutputKind(model.capabilities.output)
+        self.x, self.y, self.target, self.x_adv = x, y, target, x_adv
+
+    def decode(self, images: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+        """Candidate images from genes: (R, C, H, W), (R, m, k, D) -> (R * m, C, H, W)."""
+        _, _, h, w = images.shape
+        rows = genes[..., 0].floor().clamp(0, h - 1)
+        cols = genes[..., 1].floor().clamp(0, w - 1)
+        positions = (rows * w + cols).long()
+        return paste_pixels(images, positions, genes[..., 2:].clamp(0.0, 1.0))
+
+    def _loss(self, scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if self.attack.loss == "margin":
+            return adversarial_loss(scores, self.output, label, target)
+        probs = probabilities(scores, self.output)
+        if target is None:
+            return probs.gather(1, label.view(-1, 1)).squeeze(1)
+        return -probs.gather(1, target.view(-1, 1)).squeeze(1)
+
+    def evaluate(self, active: torch.Tensor, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score every candidate of the active images, slice by slice, stopping early.
+
+        Images fooled in a slice get their best fooling candidate written into
+        ``x_adv`` and are not evaluated further; images without budget for the next
+        slice stop. Unevaluated candidates get an infinite loss.
+
+        Returns:
+            loss: (A, P) per candidate; finished: (A,) bool, fooled or out of budget.
+        """
+        a, p = genes.shape[:2]
+        loss = torch.full((a, p), float("inf"), device=genes.device)
+        finished = torch.zeros(a, dtype=torch.bool, device=genes.device)
+        bounds = torch.linspace(0, p, self.attack.checks_per_generation + 1).round().long().tolist()
+        per_image = self.x[0].numel()
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi == lo:
+                continue
+            affordable = self.model.remaining()[active.cpu()].to(genes.device) >= hi - lo
+            finished |= ~affordable
+            rows = (~finished).nonzero().flatten()
+            group = max(1, _MAX_ELEMENTS_PER_CALL // ((hi - lo) * per_image))
+            for rows_part in rows.split(group):
+                self._evaluate_slice(active, genes, rows_part, lo, hi, loss, finished)
+        return loss, finished
+
+    def _evaluate_slice(
+        self,
+        active: torch.Tensor,
+        genes: torch.Tensor,
+        rows: torch.Tensor,
+        lo: int,
+        hi: int,
+        loss: torch.Tensor,
+        finished: torch.Tensor,
+    ) -> None:
+        m = hi - lo
+        images = active[rows]
+        part = genes[rows, lo:hi]
+        candidates = self.decode(self.x[images], part)
+        owner = images.repeat_interleave(m)
+        scores = self.model.predict(candidates, index=owner.cpu())
+        label = self.y[owner]
+        target = None if self.target is None else self.target[owner]
+        part_loss = self._loss(scores, label, target).view(-1, m)
+        loss[rows, lo:hi] = part_loss
+        fooled = is_adversarial(scores, label, target).view(-1, m)
+        won = fooled.any(dim=1)
+        if not bool(won.any()):
+            return
+        best = part_loss.masked_fill(~fooled, float("inf")).argmin(dim=1)
+        winners = won.nonzero().flatten()
+        pick = winners * m + best[winners]
+        self.x_adv[images[winners]] = candidates[pick]
+        finished[rows[winners]] = True

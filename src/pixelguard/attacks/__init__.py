@@ -11,14 +11,18 @@ from pixelguard.attacks.base import (
     list_attacks,
     register_attack,
 )
+from pixelguard.attacks.corner_search import CornerSearch
 from pixelguard.attacks.pixel_de import PixelDE
+from pixelguard.attacks.sparse_rs import SparseRS
 
 __all__ = [
     "Attack",
     "AttackResult",
+    "CornerSearch",
     "PixelDE",
     "ProgressCallback",
     "create_attack",
     "list_attacks",
+    "SparseRS",
     "register_attack",
 ]

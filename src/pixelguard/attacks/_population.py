@@ -7,29 +7,110 @@ attack's own generator and then moved, so CPU and GPU runs agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from pixelguard.models.base import OutputKind, log_probabilities
+from pixelguard.models.base import OutputKind, log_probabilities, probabilities
+from pixelguard.models.queries import QueryCounter
+
+_MAX_ELEMENTS_PER_CALL = 1 << 25
+"""Most pixel values materialised at once when scoring candidates (128 MiB of float32)."""
+
+LossFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+"""``loss(scores, label, target) -> (M,)``: lower is better, negative when fooled."""
 
 
-def paste_pixels(images: torch.Tensor, positions: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Candidate images: ``m`` copies of each image with the given pixels overwritten.
+def paste_pixels(
+    x: torch.Tensor, owner: torch.Tensor, positions: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Candidate images: copies of ``x[owner]`` with the given pixels overwritten.
 
     Args:
-        images: the images the candidates perturb.
+        x: the clean images.
+        owner: which image of ``x`` each candidate perturbs.
         positions: flat pixel index ``row * W + col`` of each changed pixel.
         values: new value of each changed pixel, per channel.
 
     Shape:
-        images: (R, C, H, W); positions: (R, m, k) int64; values: (R, m, k, C)
-        -> (R * m, C, H, W), candidate ``j`` of image ``i`` at row ``i * m + j``.
+        x: (N, C, H, W); owner: (M,); positions: (M, k) int64; values: (M, k, C)
+        -> (M, C, H, W).
     """
-    r, c, h, w = images.shape
-    m, k = positions.shape[1], positions.shape[2]
-    out = images.reshape(r, c, h * w).repeat_interleave(m, dim=0)
-    index = positions.reshape(r * m, 1, k).expand(r * m, c, k)
-    out.scatter_(2, index, values.reshape(r * m, k, c).transpose(1, 2).to(out.dtype))
-    return out.view(r * m, c, h, w)
+    n, c, h, w = x.shape
+    m, k = positions.shape
+    out = x.reshape(n, c, h * w)[owner]
+    out.scatter_(2, positions.view(m, 1, k).expand(m, c, k), values.transpose(1, 2).to(x.dtype))
+    return out.view(m, c, h, w)
+
+
+def score_candidates(
+    model: QueryCounter,
+    x: torch.Tensor,
+    owner: torch.Tensor,
+    positions: torch.Tensor,
+    values: torch.Tensor,
+    loss_fn: LossFunction,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query every candidate once (charged to its owner) and return its loss and success.
+
+    Candidates are materialised in memory-bounded groups; the model adapter chunks
+    each group further to its batch size.
+
+    Shape:
+        owner: (M,); positions: (M, k); values: (M, k, C) -> loss (M,), fooled (M,) bool.
+    """
+    per_row = x[0].numel()
+    group = max(1, _MAX_ELEMENTS_PER_CALL // per_row)
+    losses, fooled = [], []
+    for lo in range(0, owner.shape[0], group):
+        part = slice(lo, lo + group)
+        images = paste_pixels(x, owner[part], positions[part], values[part])
+        scores = model.predict(images, index=owner[part].cpu())
+        label = y[owner[part]]
+        tgt = None if target is None else target[owner[part]]
+        losses.append(loss_fn(scores, label, tgt))
+        fooled.append(is_adversarial(scores, label, tgt))
+    if not losses:
+        empty = torch.zeros(0, device=x.device)
+        return empty, empty.bool()
+    return torch.cat(losses), torch.cat(fooled)
+
+
+def record_winners(
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    owner: torch.Tensor,
+    positions: torch.Tensor,
+    values: torch.Tensor,
+    loss: torch.Tensor,
+    fooled: torch.Tensor,
+) -> torch.Tensor:
+    """Write each image's best fooling candidate into ``x_adv``; return the images won.
+
+    Among an image's fooling candidates the one with the lowest loss (the most
+    confident misclassification) wins; ties go to the first.
+
+    Shape:
+        owner, loss, fooled: (M,); positions: (M, k); values: (M, k, C) -> (N,) bool.
+    """
+    n = x.shape[0]
+    won = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if not bool(fooled.any()):
+        return won
+    masked = loss.masked_fill(~fooled, float("inf"))
+    best = torch.full((n,), float("inf"), device=x.device).scatter_reduce(
+        0, owner, masked, reduce="amin"
+    )
+    rows = (fooled & (masked == best[owner])).nonzero().flatten()
+    rows = rows[torch.argsort(owner[rows], stable=True)]
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = owner[rows[1:]] != owner[rows[:-1]]
+    rows = rows[first]
+    x_adv[owner[rows]] = paste_pixels(x, owner[rows], positions[rows], values[rows])
+    won[owner[rows]] = True
+    return won
 
 
 def distinct_indices(
@@ -58,27 +139,92 @@ def distinct_indices(
     return torch.cat(picks, dim=2)
 
 
-def adversarial_loss(
-    scores: torch.Tensor, output: OutputKind, label: torch.Tensor, target: torch.Tensor | None
-) -> torch.Tensor:
-    """Loss to minimise, negative exactly when the candidate is adversarial (up to ties).
+def margin_loss(output: OutputKind) -> LossFunction:
+    """The log-probability margin, negative exactly when a candidate fools the model.
 
-    Untargeted: the log-probability margin ``log p_y - max_{j != y} log p_j``.
-    Targeted: ``max_{j != t} log p_j - log p_t``. Log-probabilities do not saturate
-    the way probabilities do for confident models, so the search keeps a gradient
-    of improvement where ``p_y`` rounds to 1.
-
-    Shape:
-        scores: (M, K); label, target: (M,) -> (M,) float32.
+    Untargeted: ``log p_y - max_{j != y} log p_j``; targeted: ``max_{j != t} log p_j -
+    log p_t``. Log-probabilities do not saturate the way probabilities do on confident
+    models, so the search still sees improvements where ``p_y`` rounds to 1.
     """
-    logp = log_probabilities(scores, output)
-    cls = label if target is None else target
-    own = logp.gather(1, cls.view(-1, 1)).squeeze(1)
-    others = logp.scatter(1, cls.view(-1, 1), float("-inf")).amax(dim=1)
-    return own - others if target is None else others - own
+
+    def loss(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        logp = log_probabilities(scores, output)
+        cls = label if target is None else target
+        own = logp.gather(1, cls.view(-1, 1)).squeeze(1)
+        others = logp.scatter(1, cls.view(-1, 1), float("-inf")).amax(dim=1)
+        return own - others if target is None else others - own
+
+    return loss
+
+
+def probability_loss(output: OutputKind) -> LossFunction:
+    """The one-pixel paper's fitness: ``p_y`` (untargeted) or ``-p_t`` (targeted)."""
+
+    def loss(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        probs = probabilities(scores, output)
+        if target is None:
+            return probs.gather(1, label.view(-1, 1)).squeeze(1)
+        return -probs.gather(1, target.view(-1, 1)).squeeze(1)
+
+    return loss
 
 
 def is_adversarial(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     """Whether each row's top class fools the model: (M, K) scores -> (M,) bool."""
     pred = scores.argmax(dim=1)
     return pred != label if target is None else pred == target
+
+
+def corner_table(channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The ``2**C`` corners of the colour cube, row ``i`` holding the bits of ``i``.
+
+    Shape:
+        -> (2**C, C) float32 with entries 0.0 or 1.0.
+    """
+    index = torch.arange(2**channels, device=device).view(-1, 1)
+    bits = 2 ** torch.arange(channels, device=device).view(1, -1)
+    return ((index // bits) % 2).to(torch.float32)
+
+
+def pixel_corner_index(x: torch.Tensor) -> torch.Tensor:
+    """The corner each pixel already sits on, or -1 where it is not on a corner.
+
+    Shape:
+        x: (N, C, H, W) -> (N, H * W) int64 in [-1, 2**C).
+    """
+    n, c = x.shape[:2]
+    flat = x.reshape(n, c, -1)
+    on_corner = ((flat == 0) | (flat == 1)).all(dim=1)
+    bits = 2 ** torch.arange(c, device=x.device).view(1, c, 1)
+    index = (flat.round().long() * bits).sum(dim=1)
+    return torch.where(on_corner, index, torch.full_like(index, -1))
+
+
+def sample_new_corners(generator: torch.Generator, current: torch.Tensor, channels: int) -> torch.Tensor:
+    """A random corner for each pixel, uniform over the corners that change it.
+
+    Args:
+        current: the corner each pixel sits on (-1: none), from :func:`pixel_corner_index`.
+
+    Shape:
+        current: (...) int64 -> (...) int64 in [0, 2**C).
+    """
+    n_corners = 2**channels
+    u = torch.rand(current.shape, generator=generator).to(current.device)
+    any_corner = (u * n_corners).long()
+    other_corner = (current + 1 + (u * (n_corners - 1)).long()) % n_corners
+    return torch.where(current >= 0, other_corner, any_corner)
+
+
+def sample_positions(
+    generator: torch.Generator, rows: int, n_pixels: int, count: int, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``count`` distinct pixel positions per row, uniformly, avoiding ``exclude``.
+
+    Shape:
+        exclude: (rows, e) int64 positions to avoid -> (rows, count) int64 in [0, n_pixels).
+    """
+    keys = torch.rand((rows, n_pixels), generator=generator)
+    if exclude is not None:
+        keys = keys.to(exclude.device).scatter(1, exclude, -1.0)
+    return keys.topk(count, dim=1).indices

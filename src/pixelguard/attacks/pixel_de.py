@@ -19,18 +19,17 @@ from typing import Literal
 import torch
 
 from pixelguard.attacks._population import (
-    adversarial_loss,
     distinct_indices,
     is_adversarial,
-    paste_pixels,
+    margin_loss,
+    probability_loss,
+    record_winners,
+    score_candidates,
 )
 from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
 from pixelguard.errors import ConfigError
-from pixelguard.models.base import OutputKind, probabilities
+from pixelguard.models.base import OutputKind
 from pixelguard.models.queries import QueryCounter
-
-_MAX_ELEMENTS_PER_CALL = 1 << 25
-"""Largest number of pixel values decoded at once (128 MiB of float32)."""
 
 
 @register_attack("pixel-de")
@@ -156,7 +155,7 @@ class PixelDE(Attack):
         return torch.cat([rows, cols, trial[..., 2:].clamp(0.0, 1.0)], dim=-1)
 
 class _Search:
-    """Evaluation state of one run: decodes genes, queries in chunks, records winners."""
+    """Evaluation state of one run: decodes genes, scores slices, records winners."""
 
     def __init__(
         self,
@@ -167,26 +166,18 @@ class _Search:
         target: torch.Tensor | None,
         x_adv: torch.Tensor,
     ) -> None:
-        self.attack = attack
+        output = OutputKind(model.capabilities.output)
+        self.loss_fn = margin_loss(output) if attack.loss == "margin" else probability_loss(output)
+        self.checks = attack.checks_per_generation
         self.model = model
-        self.output = OutputKind(model.capabilities.output)
         self.x, self.y, self.target, self.x_adv = x, y, target, x_adv
 
-    def decode(self, images: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
-        """Candidate images from genes: (R, C, H, W), (R, m, k, D) -> (R * m, C, H, W)."""
-        _, _, h, w = images.shape
+    def decode(self, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat pixel positions and values from genes: (M, k, D) -> (M, k), (M, k, C)."""
+        _, _, h, w = self.x.shape
         rows = genes[..., 0].floor().clamp(0, h - 1)
         cols = genes[..., 1].floor().clamp(0, w - 1)
-        positions = (rows * w + cols).long()
-        return paste_pixels(images, positions, genes[..., 2:].clamp(0.0, 1.0))
-
-    def _loss(self, scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        if self.attack.loss == "margin":
-            return adversarial_loss(scores, self.output, label, target)
-        probs = probabilities(scores, self.output)
-        if target is None:
-            return probs.gather(1, label.view(-1, 1)).squeeze(1)
-        return -probs.gather(1, target.view(-1, 1)).squeeze(1)
+        return (rows * w + cols).long(), genes[..., 2:].clamp(0.0, 1.0)
 
     def evaluate(self, active: torch.Tensor, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every candidate of the active images, slice by slice, stopping early.
@@ -195,51 +186,27 @@ class _Search:
         ``x_adv`` and are not evaluated further; images without budget for the next
         slice stop. Unevaluated candidates get an infinite loss.
 
-        Returns:
-            loss: (A, P) per candidate; finished: (A,) bool, fooled or out of budget.
+        Shape:
+            active: (A,) image indices; genes: (A, P, k, D)
+            -> loss (A, P); finished (A,) bool, fooled or out of budget.
         """
         a, p = genes.shape[:2]
         loss = torch.full((a, p), float("inf"), device=genes.device)
         finished = torch.zeros(a, dtype=torch.bool, device=genes.device)
-        bounds = torch.linspace(0, p, self.attack.checks_per_generation + 1).round().long().tolist()
-        per_image = self.x[0].numel()
+        bounds = torch.linspace(0, p, self.checks + 1).round().long().tolist()
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            if hi == lo:
-                continue
             affordable = self.model.remaining()[active.cpu()].to(genes.device) >= hi - lo
             finished |= ~affordable
             rows = (~finished).nonzero().flatten()
-            group = max(1, _MAX_ELEMENTS_PER_CALL // ((hi - lo) * per_image))
-            for rows_part in rows.split(group):
-                self._evaluate_slice(active, genes, rows_part, lo, hi, loss, finished)
+            if rows.numel() == 0 or hi == lo:
+                continue
+            m = hi - lo
+            owner = active[rows].repeat_interleave(m)
+            positions, values = self.decode(genes[rows, lo:hi].flatten(0, 1))
+            part_loss, fooled = score_candidates(
+                self.model, self.x, owner, positions, values, self.loss_fn, self.y, self.target
+            )
+            loss[rows, lo:hi] = part_loss.view(-1, m)
+            won = record_winners(self.x, self.x_adv, owner, positions, values, part_loss, fooled)
+            finished[rows] |= won[active[rows]]
         return loss, finished
-
-    def _evaluate_slice(
-        self,
-        active: torch.Tensor,
-        genes: torch.Tensor,
-        rows: torch.Tensor,
-        lo: int,
-        hi: int,
-        loss: torch.Tensor,
-        finished: torch.Tensor,
-    ) -> None:
-        m = hi - lo
-        images = active[rows]
-        part = genes[rows, lo:hi]
-        candidates = self.decode(self.x[images], part)
-        owner = images.repeat_interleave(m)
-        scores = self.model.predict(candidates, index=owner.cpu())
-        label = self.y[owner]
-        target = None if self.target is None else self.target[owner]
-        part_loss = self._loss(scores, label, target).view(-1, m)
-        loss[rows, lo:hi] = part_loss
-        fooled = is_adversarial(scores, label, target).view(-1, m)
-        won = fooled.any(dim=1)
-        if not bool(won.any()):
-            return
-        best = part_loss.masked_fill(~fooled, float("inf")).argmin(dim=1)
-        winners = won.nonzero().flatten()
-        pick = winners * m + best[winners]
-        self.x_adv[images[winners]] = candidates[pick]
-        finished[rows[winners]] = True

@@ -1,1 +1,40 @@
-"""Model adapters to the one Classifier protocol, and query accounting."""
+"""Model adapters to the one Classifier protocol, and query accounting.
+
+Importing this package does not import onnxruntime: :class:`OnnxClassifier` imports
+it when an ONNX model is built.
+"""
+
+from pixelguard.models.base import (
+    Capabilities,
+    Classifier,
+    Differentiable,
+    InputSpec,
+    OutputKind,
+)
+from pixelguard.models.callable import CallableClassifier
+from pixelguard.models.loader import load_model
+from pixelguard.models.onnx import OnnxClassifier
+from pixelguard.models.queries import QueryCounter
+from pixelguard.models.sklearn import SklearnClassifier
+from pixelguard.models.torch import TorchClassifier
+from pixelguard.models.training import train_classifier
+from pixelguard.models.zoo import build_model, list_archs, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "CallableClassifier",
+    "Capabilities",
+    "Classifier",
+    "Differentiable",
+    "InputSpec",
+    "OnnxClassifier",
+    "OutputKind",
+    "QueryCounter",
+    "SklearnClassifier",
+    "TorchClassifier",
+    "build_model",
+    "list_archs",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+    "train_classifier",
+]

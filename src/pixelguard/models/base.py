@@ -163,13 +163,14 @@ def probabilities(scores: torch.Tensor, output: OutputKind) -> torch.Tensor:
     return scores
 
 
-@dataclass
+@dataclass(eq=False)
 class ArrayClassifier:
     """Shared adapter machinery: input spec, chunking, output-kind detection, checks.
 
-    Subclasses implement :meth:`_forward` on one chunk already converted by the spec
-    and return an ``(n, K)`` tensor. The output kind and number of classes are read
-    from a probe batch when not given.
+    Subclasses implement :meth:`_forward` on one canonical chunk: they convert it with
+    their spec, run the model and return its ``(n, K)`` output. The output kind and
+    number of classes are read from a probe batch when not given. Adapters compare
+    by identity (two adapters with equal settings may wrap different models).
     """
 
     input_shape: tuple[int, int, int]
@@ -188,13 +189,14 @@ class ArrayClassifier:
         if self.output is not None:
             self.output = OutputKind(self.output)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def _forward(self, x: torch.Tensor) -> torch.Tensor | np.ndarray:  # pragma: no cover
         raise ModelError(f"{type(self).__name__} does not implement _forward")
 
     def _probe(self) -> None:
         gen = torch.Generator().manual_seed(0)
         x = torch.rand((4, *self.input_shape), generator=gen)
-        scores = self._raw_predict(x)
+        with torch.no_grad():
+            scores = self._raw_predict(x)
         self._num_classes = int(scores.shape[1])
         if self.output is None:
             self.output = detect_output_kind(scores)
@@ -240,7 +242,9 @@ def _as_scores(out: object, n: int) -> torch.Tensor:
     if isinstance(out, np.ndarray):
         out = torch.from_numpy(np.asarray(out))
     if not isinstance(out, torch.Tensor):
-        raise ModelError(f"the model returned {type(out).__name__}, expected an (N, K) array of scores")
+        raise ModelError(
+            f"the model returned {type(out).__name__}, expected an (N, K) array of scores"
+        )
     if out.dim() != 2 or out.shape[0] != n:
         raise ModelError(
             f"the model returned shape {tuple(out.shape)} for {n} images; expected ({n}, K) scores"

@@ -1,0 +1,172 @@
+"""Sparse random search for few-pixel attacks (Sparse-RS, L0 threat model).
+
+Keep ``k`` perturbed pixels coloured at corners of the colour cube; each step
+proposes to move a shrinking fraction of them to other positions with new corner
+colours, and keeps the proposal when the margin loss improves. One query per image
+per step, all images in one model call, each image stopping at its first success.
+For ``k = 1`` the exact scan over every position and corner is used whenever the
+budget allows it.
+
+References:
+    Croce, Andriushchenko, Singh, Flammarion, Hein. "Sparse-RS: a versatile framework
+    for query-efficient sparse black-box adversarial attacks." AAAI 2022. arXiv:2006.12834.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pixelguard.attacks._population import (
+    LossFunction,
+    corner_table,
+    is_adversarial,
+    margin_loss,
+    pixel_corner_index,
+    record_winners,
+    sample_new_corners,
+    sample_positions,
+    score_candidates,
+)
+from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
+from pixelguard.errors import ConfigError
+from pixelguard.models.base import OutputKind
+from pixelguard.models.queries import QueryCounter
+
+_SCHEDULE = ((10, 1.0), (50, 2.0), (200, 4.0), (500, 5.0), (1000, 6.0), (2000, 8.0),
+             (4000, 10.0), (6000, 12.0), (8000, 15.0))
+"""Sparse-RS's step-size schedule on a 10,000-step scale: up to step s, divide p_init by d."""
+
+
+def swap_fraction(p_init: float, step: int, steps: int) -> float:
+    """Fraction of the perturbed pixels a proposal moves at ``step`` of ``steps``."""
+    scaled = int(step / max(steps, 1) * 10_000)
+    for upper, divisor in _SCHEDULE:
+        if scaled <= upper:
+            return p_init / divisor
+    return p_init / 20.0
+
+
+def sparse_random_search(
+    model: QueryCounter,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    active: torch.Tensor,
+    x_adv: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    pixels: int,
+    steps: int,
+    p_init: float,
+    loss_fn: LossFunction,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Run the search on the ``active`` images; write winners into ``x_adv``.
+
+    Each image spends at most ``steps`` queries here (fewer if its budget ends first).
+
+    Shape:
+        x, x_adv: (N, C, H, W); active: (A,) image indices -> (N,) bool, images fooled.
+    """
+    n, c, h, w = x.shape
+    n_pixels = h * w
+    k = min(pixels, n_pixels)
+    corners = corner_table(c, x.device)
+    fooled_images = torch.zeros(n, dtype=torch.bool, device=x.device)
+    on_corner = pixel_corner_index(x[active])
+    slot = torch.arange(active.numel(), device=x.device)
+    pos = sample_positions(generator, active.numel(), n_pixels, k).to(x.device)
+    col = sample_new_corners(generator, on_corner.gather(1, pos), c)
+    loss = torch.full((active.numel(),), float("inf"), device=x.device)
+    for step in range(steps):
+        if step > 0:
+            n_swap = min(max(1, int(swap_fraction(p_init, step, steps) * k)), n_pixels - k or k)
+            which = torch.rand((active.numel(), k), generator=generator).topk(n_swap, dim=1).indices
+            which = which.to(x.device)
+            if k < n_pixels:
+                moved = sample_positions(generator, active.numel(), n_pixels, n_swap, exclude=pos)
+            else:
+                moved = pos.gather(1, which)
+            cand_pos = pos.scatter(1, which, moved.to(x.device))
+            cand_col = col.scatter(1, which, sample_new_corners(generator, on_corner[slot].gather(1, moved), c))
+        else:
+            cand_pos, cand_col = pos, col
+        values = corners[cand_col]
+        step_loss, fooled = score_candidates(model, x, active, cand_pos, values, loss_fn, y, target)
+        fooled_images |= record_winners(x, x_adv, active, cand_pos, values, step_loss, fooled)
+        better = step_loss < loss
+        pos = torch.where(better.unsqueeze(1), cand_pos, pos)
+        col = torch.where(better.unsqueeze(1), cand_col, col)
+        loss = torch.where(better, step_loss, loss)
+        keep = ~fooled & (model.remaining()[active.cpu()].to(x.device) >= 1)
+        active, pos, col, loss, slot = active[keep], pos[keep], col[keep], loss[keep], slot[keep]
+        if progress is not None:
+            progress(n - active.numel(), n)
+        if active.numel() == 0:
+            break
+    return fooled_images
+
+
+@register_attack("sparse-rs")
+@dataclass(frozen=True, kw_only=True)
+class SparseRS(Attack):
+    """Change at most ``pixels`` pixels, found by sparse random search over corner colours.
+
+    Args:
+        pixels: how many pixel positions may change (k).
+        steps: most search steps (one query each) per image.
+        p_init: initial fraction of the k pixels a proposal moves (Sparse-RS: 0.3).
+        exact_single_pixel: for k = 1, scan every position at every corner instead
+            when the budget covers it (exact over corners, at most 2**C * H * W queries).
+        seed: seed of the attack's random generator.
+        budget: hard limit on queries per image, the clean query included.
+
+    Shape:
+        x: (N, C, H, W) float32 in [0, 1]; y, target: (N,).
+
+    Example:
+        >>> SparseRS(pixels=10, steps=1000).pixels
+        10
+    """
+
+    pixels: int = 10
+    steps: int = 10_000
+    p_init: float = 0.3
+    exact_single_pixel: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pixels < 1:
+            raise ConfigError(f"sparse-rs: pixels must be at least 1, got {self.pixels}")
+        if self.steps < 1:
+            raise ConfigError(f"sparse-rs: steps must be at least 1, got {self.steps}")
+        if not 0.0 < self.p_init <= 1.0:
+            raise ConfigError(f"sparse-rs: p_init must lie in (0, 1], got {self.p_init}")
+
+    def _run(
+        self,
+        model: QueryCounter,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        target: torch.Tensor | None,
+        clean_scores: torch.Tensor,
+        generator: torch.Generator,
+        progress: ProgressCallback | None,
+    ) -> torch.Tensor:
+        x_adv = x.clone()
+        active = (~is_adversarial(clean_scores, y, target)).nonzero().flatten()
+        cost = corner_search_cost(tuple(x.shape[1:]))
+        if self.pixels == 1 and self.exact_single_pixel and (self.budget is None or self.budget > cost):
+            scan_single_corner_pixels(model, x, y, target, active, x_adv, generator, checks=16)
+        else:
+            loss_fn = margin_loss(OutputKind(model.capabilities.output))
+            sparse_random_search(
+                model, x, y, target, active, x_adv, generator, pixels=self.pixels,
+                steps=self.steps, p_init=self.p_init, loss_fn=loss_fn, progress=progress,
+            )
+        if progress is not None:
+            progress(x.shape[0], x.shape[0])
+        return x_adv

@@ -1,0 +1,411 @@
+"""One entry point from "what the user named" to a :class:`Classifier`.
+
+``load_model`` accepts a model object, a file, a ``file.py:factory`` reference or a
+remote endpoint URL, and picks the adapter. It never runs code from a file the user
+did not explicitly choose to run:
+
+- pixelguard checkpoints are read with ``torch.load(weights_only=True)``;
+- TorchScript files are loaded with ``torch.jit.load`` (TorchScript, not pickle);
+- full pickles (``torch.save(model)``, ``.pkl``, ``.joblib``) are refused with
+  :class:`UnsafeLoadError` unless ``trust_pickle=True``;
+- ``file.py:factory`` imports and runs ``file.py``: naming it is the opt-in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import logging
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pixelguard.errors import ConfigError, ModelError, PixelguardError, UnsafeLoadError
+from pixelguard.models.base import Classifier, InputSpec, OutputKind, parse_floats
+from pixelguard.models.callable import CallableClassifier
+from pixelguard.models.onnx import OnnxClassifier
+from pixelguard.models.sklearn import SklearnClassifier
+from pixelguard.models.torch import TorchClassifier
+from pixelguard.models.zoo import CHECKPOINT_FORMAT, checkpoint_from_dict
+
+logger = logging.getLogger(__name__)
+
+_TORCH_SUFFIXES = (".pt", ".pth")
+_PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+_SUPPORTED = (
+    ".pt/.pth (pixelguard checkpoint or TorchScript), .onnx, "
+    ".joblib/.pkl/.pickle (with --trust-pickle), file.py:factory, http(s):// endpoint"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The user's adapter options; None means "not set" (checkpoint values then win)."""
+
+    input_shape: tuple[int, int, int] | None
+    layout: str | None
+    scale: float | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    output: str | None
+    batch_size: int
+    device: str | None
+
+    def spec(self, base: InputSpec | None = None) -> InputSpec:
+        """``base`` (default ``InputSpec()``) with every option the user set applied."""
+        changes = {
+            name: getattr(self, name)
+            for name in ("layout", "scale", "mean", "std")
+            if getattr(self, name) is not None
+        }
+        return dataclasses.replace(base if base is not None else InputSpec(), **changes)
+
+    def shape_for(self, what: str) -> tuple[int, int, int]:
+        """``input_shape``, or ConfigError naming the model kind that needs it."""
+        if self.input_shape is None:
+            raise ConfigError(
+                f"{what} does not record its input size; pass input_shape (C, H, W), "
+                "e.g. --input-shape 1,28,28"
+            )
+        return self.input_shape
+
+
+def load_model(
+    spec: str | Path | object,
+    *,
+    input_shape: Sequence[int] | None = None,
+    layout: str | None = None,
+    scale: float | None = None,
+    mean: str | Sequence[float] | None = None,
+    std: str | Sequence[float] | None = None,
+    output: str | None = None,
+    batch_size: int = 1024,
+    trust_pickle: bool = False,
+    device: str | None = None,
+    http_config: str | Path | None = None,
+) -> Classifier:
+    """Turn a model object, file, factory reference or endpoint into a Classifier.
+
+    Args:
+        spec: one of
+
+            - an ``nn.Module``/TorchScript module, a fitted scikit-learn classifier,
+              a function ``numpy batch -> (N, K) scores``, or a pixelguard Classifier
+              (returned as is);
+            - a ``.pt``/``.pth`` file: a pixelguard checkpoint (input shape and spec are
+              read from it), a TorchScript file, or, only with ``trust_pickle``, a
+              fully pickled module;
+            - an ``.onnx`` file;
+            - a ``.joblib``/``.pkl``/``.pickle`` file (only with ``trust_pickle``);
+            - ``"path/to/file.py:factory"``: imports the file and calls ``factory()``,
+              which returns any object above. This runs the file's code, which is
+              what naming it asks for;
+            - an ``http://``/``https://`` URL, handed to :mod:`pixelguard.models.http`.
+        input_shape: ``(C, H, W)``; needed where the model does not record it.
+        layout: ``"nchw"`` or ``"nhwc"``; default from the checkpoint, else ``"nchw"``.
+        scale: multiply [0, 1] pixels by this (255 for 0..255 models); default 1 or
+            the checkpoint's.
+        mean: per-channel mean to subtract after scaling, ``"0.5,0.5,0.5"`` or a sequence.
+        std: per-channel std to divide by after subtracting the mean.
+        output: ``"logits"``, ``"probabilities"`` or ``"labels"``; None detects it
+            from a probe batch (checkpoints are logits).
+        batch_size: most images per model call (an endpoint's config sets its own).
+        trust_pickle: allow loading files whose loading runs code (pickle, joblib).
+        device: torch device for torch models, e.g. ``"cuda:0"``; default: where the
+            module's weights are, CPU for files.
+        http_config: endpoint configuration file for ``http(s)://`` models only.
+
+    Returns:
+        A Classifier (a :class:`TorchClassifier` is also ``Differentiable``).
+
+    Shape:
+        returned ``predict``: x (N, C, H, W) float32 in [0, 1] -> (N, K) float32.
+
+    Raises:
+        ModelError: missing, corrupt or unusable model file.
+        UnsafeLoadError: the file is a pickle and ``trust_pickle`` is False.
+        ConfigError: invalid options, a missing ``input_shape``, an unsupported file
+            type, or an endpoint URL when the http adapter is not installed.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> load_model(net, input_shape=(1, 8, 8)).num_classes
+        10
+    """
+    options = _Options(
+        input_shape=_parse_shape(input_shape),
+        layout=layout,
+        scale=scale,
+        mean=parse_floats(mean, "mean"),
+        std=parse_floats(std, "std"),
+        output=output,
+        batch_size=batch_size,
+        device=device,
+    )
+    options.spec()  # validate layout/scale/std before loading anything
+    if isinstance(spec, str) and spec.startswith(("http://", "https://")):
+        return _load_http(spec, options, http_config)
+    if http_config is not None:
+        raise ConfigError("http_config applies only to http:// and https:// endpoints")
+    if isinstance(spec, (str, Path)):
+        path, factory = _split_factory(spec)
+        if factory is not None:
+            return _load_factory(path, factory, options)
+        return _load_file(path, options, trust_pickle)
+    return _from_object(spec, options, what=type(spec).__name__)
+
+
+def _parse_shape(shape: Sequence[int] | None) -> tuple[int, int, int] | None:
+    if shape is None:
+        return None
+    values = tuple(int(v) for v in shape)
+    if len(values) != 3 or min(values) <= 0:
+        raise ConfigError(f"input_shape must be three positive sizes (C, H, W), got {shape}")
+    return (values[0], values[1], values[2])
+
+
+def _split_factory(spec: str | Path) -> tuple[Path, str | None]:
+    """Split ``"file.py:factory"`` into the file and the function name."""
+    if isinstance(spec, str):
+        head, sep, name = spec.rpartition(":")
+        if sep and head.endswith(".py") and name.isidentifier():
+            return Path(head).expanduser(), name
+    return Path(spec).expanduser(), None
+
+
+def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
+    """Wrap a loaded or given model object in the matching adapter."""
+    if isinstance(obj, nn.Module):
+        return TorchClassifier(
+            obj,
+            options.shape_for(what),
+            spec=options.spec(),
+            output=options.output,
+            batch_size=options.batch_size,
+            device=options.device,
+        )
+    if isinstance(obj, Classifier):
+        logger.debug("%s is already a pixelguard Classifier; adapter options are not used", what)
+        return obj
+    if hasattr(obj, "predict_proba") or (hasattr(obj, "fit") and hasattr(obj, "predict")):
+        if options.output not in (None, OutputKind.PROBABILITIES.value):
+            raise ConfigError(
+                f"scikit-learn models give probabilities; output {options.output!r} does not apply"
+            )
+        return SklearnClassifier(
+            obj,
+            options.shape_for(what),
+            spec=dataclasses.replace(options.spec(), flatten=True),
+            batch_size=options.batch_size,
+        )
+    if callable(obj):
+        return CallableClassifier(
+            obj,
+            options.shape_for(what),
+            spec=options.spec(),
+            output=options.output,
+            batch_size=options.batch_size,
+        )
+    raise ConfigError(
+        f"cannot make a classifier from {what}: expected a torch module, a scikit-learn "
+        "classifier, a function returning (N, K) scores, or a pixelguard Classifier"
+    )
+
+
+def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
+    if path.is_dir():
+        raise ModelError(f"{path} is a folder, not a model file; supported: {_SUPPORTED}")
+    if not path.exists():
+        raise ModelError(f"no such model file: {path}")
+    suffix = path.suffix.lower()
+    if suffix in _TORCH_SUFFIXES:
+        return _load_torch_file(path, options, trust_pickle)
+    if suffix == ".onnx":
+        return OnnxClassifier(
+            path,
+            input_shape=options.input_shape,
+            spec=options.spec(),
+            output=options.output,
+            batch_size=options.batch_size,
+        )
+    if suffix in _PICKLE_SUFFIXES:
+        return _load_pickle(path, options, trust_pickle)
+    if suffix == ".py":
+        raise ConfigError(f"name the function that builds the model: {path}:make_model")
+    raise ConfigError(f"unsupported model file {path.name}; supported: {_SUPPORTED}")
+
+
+def _load_torch_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
+    """A ``.pt``/``.pth`` file: checkpoint, TorchScript, or (trusted) full pickle."""
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(path), map_location=options.device or "cpu"
+            )
+        except RuntimeError as exc:
+            raise ModelError(f"cannot load TorchScript file {path}: {_first_line(exc)}") from exc
+        return _from_object(module, options, what=f"TorchScript file {path}")
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        unsafe = _unsafe_global(exc)
+        if unsafe is None:
+            raise ModelError(
+                f"cannot read {path}: it is not a pixelguard checkpoint, TorchScript or "
+                f"torch.save file ({_first_line(exc)})"
+            ) from exc
+        if not trust_pickle:
+            raise UnsafeLoadError(
+                f"{path} is a fully pickled PyTorch object (it refers to {unsafe}); loading "
+                "it runs code from the file. Pass --trust-pickle if you trust its source, or "
+                "save it as TorchScript or a pixelguard checkpoint"
+            ) from None
+        return _from_object(_trusted_torch_load(path), options, what=f"pickled object in {path}")
+    return _from_torch_payload(payload, path, options)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip holding ``constants.pkl``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[-1] == "constants.pkl" for name in archive.namelist())
+
+
+def _unsafe_global(exc: Exception) -> str | None:
+    """The global a weights-only load refused (a pickled object), or None if corrupt."""
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return match.group(1) if match else None
+
+
+def _trusted_torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # unpickling runs arbitrary code and can raise anything
+        raise ModelError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _from_torch_payload(payload: object, path: Path, options: _Options) -> Classifier:
+    """A weights-only payload: a pixelguard checkpoint, or an explanation of what it is."""
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        module, meta = checkpoint_from_dict(payload, str(path))
+        shape = meta["input_shape"]
+        if options.input_shape is not None and options.input_shape != shape:
+            raise ConfigError(
+                f"{path} was trained on images of shape {shape}, "
+                f"but input_shape is {options.input_shape}"
+            )
+        return TorchClassifier(
+            module,
+            shape,
+            spec=options.spec(meta["spec"]),
+            output=options.output or OutputKind.LOGITS,
+            batch_size=options.batch_size,
+            device=options.device,
+        )
+    hint = (
+        "save a pixelguard checkpoint, a TorchScript file (torch.jit.script(model).save(path)) "
+        "or name a factory that builds the network: model.py:make_model"
+    )
+    if (
+        isinstance(payload, dict)
+        and payload
+        and all(isinstance(v, torch.Tensor) for v in payload.values())
+    ):
+        raise ModelError(
+            f"{path} holds only weights (a state_dict) without the network's code; {hint}"
+        )
+    raise ModelError(f"{path} holds a {type(payload).__name__}, not a model; {hint}")
+
+
+def _load_pickle(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
+    if not trust_pickle:
+        raise UnsafeLoadError(
+            f"{path} is a pickle file: loading it runs code; pass --trust-pickle if you "
+            "trust its source"
+        )
+    loader: Callable[[Path], Any]
+    try:
+        import joblib
+
+        loader = joblib.load
+    except ImportError:
+
+        def loader(p: Path) -> Any:
+            with p.open("rb") as handle:
+                return pickle.load(handle)
+
+    try:
+        obj = loader(path)
+    except Exception as exc:  # unpickling runs arbitrary code and can raise anything
+        raise ModelError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+    return _from_object(obj, options, what=f"object in {path}")
+
+
+def _load_factory(path: Path, name: str, options: _Options) -> Classifier:
+    """Import ``path`` as a module and wrap what ``name()`` returns."""
+    if not path.is_file():
+        raise ModelError(f"no such model file: {path}")
+    module_name = "_pixelguard_factory_" + re.sub(r"\W", "_", path.stem)
+    import_spec = importlib.util.spec_from_file_location(module_name, path)
+    if import_spec is None or import_spec.loader is None:
+        raise ModelError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(import_spec)
+    folder = str(path.resolve().parent)
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)  # so the file can import its neighbours
+    sys.modules[module_name] = module  # dataclasses and pickle look modules up here
+    try:
+        import_spec.loader.exec_module(module)
+        factory = getattr(module, name, None)
+        if not callable(factory):
+            raise ConfigError(f"{path} has no function {name!r}")
+        obj = factory()
+    except BaseException as exc:
+        sys.modules.pop(module_name, None)
+        if isinstance(exc, PixelguardError) or not isinstance(exc, Exception):
+            raise
+        # user code can raise anything; keep it as the cause
+        raise ModelError(f"running {path}:{name} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if added:
+            sys.path.remove(folder)
+    return _from_object(obj, options, what=f"{path}:{name}()")
+
+
+def _load_http(url: str, options: _Options, http_config: str | Path | None) -> Classifier:
+    """Hand a remote endpoint to the http adapter, if this installation has it."""
+    try:
+        http = importlib.import_module("pixelguard.models.http")
+    except ModuleNotFoundError as exc:
+        if exc.name != "pixelguard.models.http":
+            raise
+        raise ConfigError(
+            f"{url} is a remote endpoint; remote endpoints are handled by the http adapter "
+            "(pixelguard.models.http), which this installation does not include"
+        ) from exc
+    result: Classifier = http.load_http_model(
+        url,
+        config=http_config,
+        input_shape=options.input_shape,
+        layout=options.layout,
+        scale=options.scale,
+        mean=options.mean,
+        std=options.std,
+        output=options.output,
+    )
+    return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,167 @@
+"""Adapter for ONNX models, run with onnxruntime on the CPU.
+
+onnxruntime is imported only when an :class:`OnnxClassifier` is built, so importing
+this module is cheap and works without the ``onnx`` extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelguard.errors import ConfigError, ModelError, require
+from pixelguard.models.base import ArrayClassifier, InputSpec, OutputKind
+
+logger = logging.getLogger(__name__)
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+}
+
+
+class OnnxClassifier(ArrayClassifier):
+    """An ONNX model file as a black-box :class:`Classifier` (onnxruntime, CPU).
+
+    The model must have one image input. Its element type sets the input dtype
+    (float32, float64, float16 or uint8; ``spec.dtype`` is overridden). When the
+    input's image dimensions are fixed in the file, ``input_shape`` is read from them
+    (as NCHW or NHWC per ``spec.layout``); otherwise it must be given. A fixed batch
+    dimension is honoured by padding the last chunk. The first output of rank 2 is
+    taken as the scores (the first output when none is).
+
+    Args:
+        path: the ``.onnx`` file.
+        input_shape: ``(C, H, W)``; required when the file leaves the image size open.
+        spec: layout, scale and mean/std the model wants; default NCHW in [0, 1].
+        output: ``"logits"``, ``"probabilities"``, ``"labels"``, or None to detect.
+        batch_size: most images per ``session.run``.
+
+    Shape:
+        model input: (n, C, H, W) or (n, H, W, C) or (n, C*H*W), per ``spec``.
+        predict: x (N, C, H, W) float32 in [0, 1] -> (N, K) float32 on x's device.
+
+    Raises:
+        MissingDependencyError: onnxruntime is not installed.
+        ModelError: the file is missing or unreadable, has several inputs or an
+            unsupported input type, or its fixed input shape disagrees with ``input_shape``.
+        ConfigError: the image size is open in the file and ``input_shape`` is not given.
+
+    Example:
+        >>> clf = OnnxClassifier("model.onnx")  # doctest: +SKIP
+        >>> clf.predict(torch.rand(4, *clf.input_shape)).shape  # doctest: +SKIP
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        input_shape: tuple[int, int, int] | None = None,
+        spec: InputSpec | None = None,
+        output: OutputKind | str | None = None,
+        batch_size: int = 1024,
+    ) -> None:
+        ort = require("onnxruntime", "onnx", "ONNX models")
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"no such model file: {path}")
+        try:
+            session = ort.InferenceSession(  # type: ignore[attr-defined]
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own Exception subclasses
+            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise ModelError(
+                f"{path} has {len(inputs)} inputs ({names}); pixelguard needs one image input"
+            )
+        model_input = inputs[0]
+        dtype = _ONNX_DTYPES.get(model_input.type)
+        if dtype is None:
+            raise ModelError(
+                f"{path}: input {model_input.name!r} has type {model_input.type}; "
+                f"supported: {', '.join(_ONNX_DTYPES)}"
+            )
+        spec = dataclasses.replace(spec if spec is not None else InputSpec(), dtype=dtype)
+        dims = list(model_input.shape)
+        file_shape = _image_shape(dims, spec, path)
+        if input_shape is None:
+            if file_shape is None:
+                raise ConfigError(
+                    f"{path} leaves the image size open (input {model_input.name!r} has shape "
+                    f"{dims}); pass input_shape (C, H, W)"
+                )
+            input_shape = file_shape
+        elif file_shape is not None and tuple(input_shape) != file_shape:
+            raise ModelError(
+                f"{path} takes images of shape {file_shape} (C, H, W) with layout "
+                f"{spec.layout}, but input_shape is {tuple(input_shape)}"
+            )
+        elif spec.flatten and isinstance(dims[1], int) and dims[1] != math.prod(input_shape):
+            raise ModelError(
+                f"{path} takes {dims[1]} features but images of shape {tuple(input_shape)} "
+                f"have {math.prod(input_shape)}"
+            )
+        fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+        super().__init__(
+            input_shape=input_shape,
+            spec=spec,
+            output=output,
+            batch_size=fixed_batch or batch_size,
+            gradients=False,
+        )
+        self.path = path
+        self._session = session
+        self._input_name = model_input.name
+        self._fixed_batch = fixed_batch
+        outputs = session.get_outputs()
+        ranked = [o.name for o in outputs if len(o.shape or ()) == 2]
+        self._output_name = ranked[0] if ranked else outputs[0].name
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        inputs = self.spec.to_model_numpy(x)
+        n = inputs.shape[0]
+        if self._fixed_batch is not None and n < self._fixed_batch:
+            pad = np.repeat(inputs[-1:], self._fixed_batch - n, axis=0)
+            inputs = np.concatenate([inputs, pad])
+        try:
+            (out,) = self._session.run([self._output_name], {self._input_name: inputs})
+        except Exception as exc:  # onnxruntime raises its own Exception subclasses
+            raise ModelError(
+                f"the ONNX model {self.path} failed on input of shape {inputs.shape}: {exc}"
+            ) from exc
+        return np.asarray(out)[:n]
+
+
+def _image_shape(dims: list[object], spec: InputSpec, path: Path) -> tuple[int, int, int] | None:
+    """The (C, H, W) fixed by the model's input dimensions, or None when they are open."""
+    rank = 2 if spec.flatten else 4
+    if len(dims) != rank:
+        expected = "(N, C*H*W)" if spec.flatten else f"(N, ...) in layout {spec.layout}"
+        raise ModelError(
+            f"{path}: the input has {len(dims)} dimensions {dims}; pixelguard feeds {expected}"
+        )
+    if spec.flatten:
+        return None
+    image = dims[1:]
+    if not all(isinstance(d, int) and d > 0 for d in image):
+        return None
+    a, b, c = (int(d) for d in image)  # type: ignore[call-overload]
+    if spec.layout == "nhwc":
+        return (c, a, b)
+    if a not in (1, 3, 4) and c in (1, 3):
+        logger.warning(
+            "%s: input dims %s look channels-last; pass layout 'nhwc' if the model is NHWC",
+            path,
+            dims,
+        )
+    return (a, b, c)

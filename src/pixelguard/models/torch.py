@@ -1,0 +1,148 @@
+"""Adapter for PyTorch modules and TorchScript modules: differentiable, on the module's device."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import torch
+from torch import nn
+
+from pixelguard.errors import ConfigError, ModelError
+from pixelguard.models.base import (
+    ArrayClassifier,
+    Capabilities,
+    InputSpec,
+    OutputKind,
+    log_probabilities,
+)
+
+
+class TorchClassifier(ArrayClassifier):
+    """A PyTorch (or TorchScript) module as a differentiable :class:`Classifier`.
+
+    The module is switched to eval mode (in place) and run on its own device: the
+    device of its first parameter or buffer, or ``device`` when given (the module is
+    then moved there, in place), or the CPU. Input chunks are moved to that device,
+    converted with ``spec`` (autograd-safe) and fed to the module; scores come back on
+    the caller's device.
+
+    Args:
+        module: an ``nn.Module`` or a TorchScript module (``torch.jit.load``/``script``).
+        input_shape: ``(C, H, W)`` of the canonical images the module classifies.
+        spec: how the module wants its input (layout, scale, mean/std, dtype);
+            default: NCHW float32 in [0, 1].
+        output: what the module returns (``"logits"``, ``"probabilities"``,
+            ``"labels"``), or None to detect it from a probe batch.
+        batch_size: most images per forward pass.
+        device: where to run the module, e.g. ``"cuda:0"``; default: where it is.
+
+    Shape:
+        predict: x (N, C, H, W) float32 in [0, 1] -> (N, K) float32 scores of kind
+        ``output``, on x's device, without autograd.
+        logits: x (N, C, H, W) float32 -> (N, K) float32 logits, differentiable with
+        respect to x; log-probabilities when the module outputs probabilities.
+
+    Raises:
+        ConfigError: ``module`` is not a torch module, or a bad shape/batch size.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> clf = TorchClassifier(net, (1, 2, 2), output="logits")
+        >>> clf.predict(torch.zeros(5, 1, 2, 2)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: tuple[int, int, int],
+        spec: InputSpec | None = None,
+        output: OutputKind | str | None = None,
+        batch_size: int = 1024,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise ConfigError(
+                f"TorchClassifier needs a torch.nn.Module or TorchScript module, "
+                f"got {type(module).__name__}"
+            )
+        super().__init__(
+            input_shape=input_shape,
+            spec=spec if spec is not None else InputSpec(),
+            output=output,
+            batch_size=batch_size,
+            gradients=True,
+        )
+        if device is not None:
+            module.to(device)
+            self.device = torch.device(device)
+        else:
+            self.device = _module_device(module)
+        module.eval()
+        self.module = module
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Gradients are offered unless the module returns labels or takes uint8 input."""
+        caps = super().capabilities
+        differentiable = caps.output is not OutputKind.LABELS and self.spec.dtype != "uint8"
+        return dataclasses.replace(caps, gradients=differentiable)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs = self.spec.to_model(x.to(self.device))
+        try:
+            out = self.module(inputs)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"the module failed on input of shape {tuple(inputs.shape)} "
+                f"(layout {self.spec.layout}, dtype {self.spec.dtype}): {exc}; "
+                "check input_shape, layout and batch_size"
+            ) from exc
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(
+                f"the module returned {type(out).__name__}, expected an (N, K) tensor of scores"
+            )
+        return out
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a canonical batch, under autograd, computed in chunks.
+
+        Shape:
+            x: (N, C, H, W) float32 -> (N, K) float32 on x's device. For a module that
+            outputs probabilities this is ``log(probabilities)`` (floored at 1e-12),
+            which differs from logits only by a per-row constant.
+
+        Raises:
+            ModelError: the input has the wrong image shape, or the module returned
+                something other than finite (N, K) scores.
+        """
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ModelError(
+                f"the model expects images of shape {self.input_shape}, got {tuple(x.shape)[1:]}"
+            )
+        output = self.capabilities.output
+        chunks = []
+        for chunk in torch.split(x, self.batch_size):
+            out = self._forward(chunk)
+            if out.dim() != 2 or out.shape[0] != chunk.shape[0] or out.shape[1] < 2:
+                raise ModelError(
+                    f"the module returned shape {tuple(out.shape)} for {chunk.shape[0]} images; "
+                    f"expected ({chunk.shape[0]}, K) scores with K >= 2"
+                )
+            chunks.append(out.to(device=x.device, dtype=torch.float32))
+        scores = torch.cat(chunks)
+        if not bool(torch.isfinite(scores.detach()).all()):
+            raise ModelError("the module returned NaN or infinite scores")
+        if output is OutputKind.PROBABILITIES:
+            return log_probabilities(scores, output)
+        return scores
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer, or the CPU."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")

@@ -13,6 +13,9 @@ from pixelguard.models.training import train_classifier
 
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
+# The test models are tiny: one thread is as fast as two, and immune to a busy machine.
+torch.set_num_threads(1)
+
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     d = load_digits()

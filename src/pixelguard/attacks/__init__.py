@@ -12,6 +12,8 @@ from pixelguard.attacks.base import (
     register_attack,
 )
 from pixelguard.attacks.corner_search import CornerSearch
+from pixelguard.attacks.label_only import LabelOnly
+from pixelguard.attacks.min_pixels import MinPixels
 from pixelguard.attacks.pixel_de import PixelDE
 from pixelguard.attacks.sparse_rs import SparseRS
 
@@ -19,6 +21,8 @@ __all__ = [
     "Attack",
     "AttackResult",
     "CornerSearch",
+    "LabelOnly",
+    "MinPixels",
     "PixelDE",
     "ProgressCallback",
     "create_attack",

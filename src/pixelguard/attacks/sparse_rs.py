@@ -62,11 +62,14 @@ def sparse_random_search(
     steps: int,
     p_init: float,
     loss_fn: LossFunction,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Run the search on the ``active`` images; write winners into ``x_adv``.
 
     Each image spends at most ``steps`` queries here (fewer if its budget ends first).
+    ``start`` gives each active image's initial pixel positions and corner indices,
+    shape (A, k) each, instead of random ones.
 
     Shape:
         x, x_adv: (N, C, H, W); active: (A,) image indices -> (N,) bool, images fooled.
@@ -78,8 +81,11 @@ def sparse_random_search(
     fooled_images = torch.zeros(n, dtype=torch.bool, device=x.device)
     on_corner = pixel_corner_index(x[active])
     slot = torch.arange(active.numel(), device=x.device)
-    pos = sample_positions(generator, active.numel(), n_pixels, k).to(x.device)
-    col = sample_new_corners(generator, on_corner.gather(1, pos), c)
+    if start is None:
+        pos = sample_positions(generator, active.numel(), n_pixels, k).to(x.device)
+        col = sample_new_corners(generator, on_corner.gather(1, pos), c)
+    else:
+        pos, col = start
     loss = torch.full((active.numel(),), float("inf"), device=x.device)
     for step in range(steps):
         if step > 0:

@@ -15,6 +15,7 @@ from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.loader import load_model
 from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.queries import QueryCounter
+from pixelguard.models.resize import ResizeInput
 from pixelguard.models.sklearn import SklearnClassifier
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.training import train_classifier
@@ -29,6 +30,7 @@ __all__ = [
     "OnnxClassifier",
     "OutputKind",
     "QueryCounter",
+    "ResizeInput",
     "SklearnClassifier",
     "TorchClassifier",
     "build_model",

@@ -32,6 +32,7 @@ from pixelguard.errors import ConfigError, ModelError, PixelguardError, UnsafeLo
 from pixelguard.models.base import Classifier, InputSpec, OutputKind, parse_floats
 from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.onnx import OnnxClassifier
+from pixelguard.models.resize import ResizeInput
 from pixelguard.models.sklearn import SklearnClassifier
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.zoo import CHECKPOINT_FORMAT, checkpoint_from_dict
@@ -91,6 +92,9 @@ def load_model(
     trust_pickle: bool = False,
     device: str | None = None,
     http_config: str | Path | None = None,
+    submitted_shape: Sequence[int] | None = None,
+    resize_mode: str = "bilinear",
+    crop: Sequence[int] | None = None,
 ) -> Classifier:
     """Turn a model object, file, factory reference or endpoint into a Classifier.
 
@@ -122,9 +126,17 @@ def load_model(
         device: torch device for torch models, e.g. ``"cuda:0"``; default: where the
             module's weights are, CPU for files.
         http_config: endpoint configuration file for ``http(s)://`` models only.
+        submitted_shape: ``(C, H, W)`` or ``(H, W)`` of the images as submitted when
+            the deployed model resizes them; the adapter is then wrapped in a
+            :class:`~pixelguard.models.resize.ResizeInput`, so attacks work on (and
+            count pixels in) the submitted images. None: images are the model's input.
+        resize_mode: interpolation of that resize (see ``ResizeInput``).
+        crop: ``(H, W)`` of a centre crop of the submitted image taken before the
+            resize (see ``ResizeInput``); only with ``submitted_shape``.
 
     Returns:
-        A Classifier (a :class:`TorchClassifier` is also ``Differentiable``).
+        A Classifier (a :class:`TorchClassifier` is also ``Differentiable``, and so is
+        its ``ResizeInput``).
 
     Shape:
         returned ``predict``: x (N, C, H, W) float32 in [0, 1] -> (N, K) float32.
@@ -151,6 +163,21 @@ def load_model(
         device=device,
     )
     options.spec()  # validate layout/scale/std before loading anything
+    if submitted_shape is None and crop is not None:
+        raise ConfigError("crop applies only with submitted_shape")
+    model = _load_adapter(spec, options, trust_pickle, http_config)
+    if submitted_shape is None:
+        return model
+    return ResizeInput(model, submitted_shape, mode=resize_mode, crop=crop)
+
+
+def _load_adapter(
+    spec: str | Path | object,
+    options: _Options,
+    trust_pickle: bool,
+    http_config: str | Path | None,
+) -> Classifier:
+    """The adapter for ``spec`` (see :func:`load_model`)."""
     if isinstance(spec, str) and spec.startswith(("http://", "https://")):
         return _load_http(spec, options, http_config)
     if http_config is not None:

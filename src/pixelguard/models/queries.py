@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pixelguard.errors import QueryBudgetExceeded, ShapeError
-from pixelguard.models.base import Capabilities, Classifier
+from pixelguard.errors import CapabilityError, QueryBudgetExceeded, ShapeError
+from pixelguard.models.base import Capabilities, Classifier, Differentiable
 
 
 class QueryCounter:
@@ -82,3 +82,46 @@ class QueryCounter:
         scores = self.model.predict(x)
         self.per_image += charge
         return scores
+
+    def logits(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable logits of ``x``, charging row ``i`` to image ``index[i]``.
+
+        One forward pass (and the backward pass through it) is one query per row,
+        exactly as :meth:`predict` counts.
+
+        Shape:
+            x: (M, C, H, W), may require grad; index: (M,) int64 in [0, n_images).
+            Without ``index``, x must hold exactly one row per image, in order.
+            -> (M, K) logits under autograd.
+
+        Raises:
+            CapabilityError: the wrapped model has no differentiable ``logits``.
+            QueryBudgetExceeded: the call would take an image past its budget.
+        """
+        if not isinstance(self.model, Differentiable) or not self.model.capabilities.gradients:
+            raise CapabilityError(
+                f"{type(self.model).__name__} offers no gradients (no differentiable logits)"
+            )
+        n_images = self.per_image.shape[0]
+        if index is None:
+            if x.shape[0] != n_images:
+                raise ShapeError(
+                    f"without an index, a query batch needs one row per image ({n_images}), "
+                    f"got {x.shape[0]}"
+                )
+            index = torch.arange(n_images)
+        index = index.to(device="cpu", dtype=torch.int64)
+        if index.shape[0] != x.shape[0]:
+            raise ShapeError(f"index has {index.shape[0]} entries for {x.shape[0]} rows")
+        charge = torch.bincount(index, minlength=n_images)
+        if self.budget is not None:
+            after = self.per_image + charge
+            if bool((after > self.budget).any()):
+                worst = int(after.argmax())
+                raise QueryBudgetExceeded(
+                    f"image {worst} would spend {int(after[worst])} queries, "
+                    f"over its budget of {self.budget}"
+                )
+        out = self.model.logits(x)
+        self.per_image += charge
+        return out

@@ -1,0 +1,81 @@
+"""The plain targeted gradient descent attack: ``x <- clip(x - eta * grad J(x, target))``.
+
+What a newcomer writes first: descend the loss of the target class on the input,
+with a raw (not normalised) gradient and no budget other than the [0, 1] box, for a
+number of steps. Each image stops when the model predicts the target; the result's
+``success_rate`` is how often the target was reached. Its raw gradient vanishes on
+confident models (the loss saturates), which is why PGD normalises its steps.
+
+References:
+    Szegedy, Zaremba, Sutskever, Bruna, Erhan, Goodfellow, Fergus. "Intriguing
+    properties of neural networks." ICLR 2014. arXiv:1312.6199 (targeted input
+    optimisation; here without its L2 penalty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pixelguard.attacks._gradient import GradientAttack, Schedule, check_config
+from pixelguard.attacks.base import AttackResult, ProgressCallback, register_attack
+from pixelguard.errors import ConfigError
+from pixelguard.models.base import Classifier
+
+
+@register_attack("gradient-descent")
+@dataclass(frozen=True, kw_only=True)
+class GradientDescent(GradientAttack):
+    """Targeted descent on ``J(x, target)`` with step ``eta``, clipped to [0, 1].
+
+    Args:
+        eta: the learning rate multiplying the raw gradient.
+        steps: most descent steps per image.
+        loss: ``J``: ``"ce"`` (cross-entropy of the target, the textbook choice) or
+            ``"margin"`` (how far the target's logit lies below the best other one).
+        seed: seed of the attack's random generator (the descent draws no random numbers).
+        budget: hard limit on queries per image, the clean query included; the
+            descent spends at most ``steps + 1``.
+
+    Shape:
+        x: (N, C, H, W) float32 in [0, 1]; y, target: (N,).
+
+    Raises:
+        ConfigError: from :meth:`run` when no target is given.
+
+    Example:
+        >>> GradientDescent(eta=0.5, steps=100).eta
+        0.5
+    """
+
+    eta: float = 1.0
+    steps: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_config(self.name, positive={"eta": self.eta}, counts={"steps": self.steps})
+
+    def run(
+        self,
+        model: Classifier,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        target: torch.Tensor | int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> AttackResult:
+        """Descend towards ``target``; see :meth:`Attack.run`.
+
+        Raises:
+            ConfigError: ``target`` is None (this attack is targeted only).
+        """
+        if target is None:
+            raise ConfigError(
+                f"{self.name} is a targeted attack: pass target= (one class for all images "
+                "or one per image); for untargeted attacks use pgd or fgsm"
+            )
+        return super().run(model, x, y, target=target, progress=progress)
+
+    def _schedule(self) -> Schedule:
+        return Schedule(steps=self.steps, step_size=self.eta, restarts=1, random_start=False)

@@ -1,0 +1,1 @@
+"""The ``pixelguard`` command line (see :mod:`pixelguard.cli.app`)."""

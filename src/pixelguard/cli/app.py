@@ -1,0 +1,130 @@
+"""The ``pixelguard`` command: a thin typer app over the library.
+
+Commands parse options, call the library, print, and set the exit code. User errors
+(bad files, options or data) print one ``error: ...`` line on stderr and exit with
+code 2; Ctrl-C exits with 130. ``pixelguard --debug ...`` shows tracebacks instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+
+import pixelguard
+from pixelguard.attacks.base import list_attacks
+from pixelguard.cli import options as opt
+from pixelguard.cli.attack import attack
+from pixelguard.cli.demo import demo
+from pixelguard.cli.train import train
+from pixelguard.errors import PixelguardError
+
+USER_ERRORS = (PixelguardError, FileNotFoundError, PermissionError, IsADirectoryError, ValueError)
+"""Errors caused by what the user gave: reported in one line, without a traceback."""
+USAGE_ERROR = 2
+INTERRUPTED = 130
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="pixelguard",
+    help="How few pixels does it take to fool your image classifier?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class _EchoHandler(logging.Handler):
+    """Library log records as ``warning: ...`` lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+def _configure_logging(level: int) -> None:
+    logger = logging.getLogger("pixelguard")
+    logger.setLevel(level)
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.propagate = False
+
+
+def _debugging() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and (context.find_root().obj or {}).get("debug"))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def handle_errors(command: F) -> F:
+    """Wrap a command so user errors end in one ``error:`` line and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as exc:
+            if _debugging():
+                raise
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(USAGE_ERROR) from None
+        except KeyboardInterrupt:
+            if _debugging():
+                raise
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pixelguard {pixelguard.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    context: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and debug logs.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show progress logs.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """How few pixels does it take to fool your image classifier?"""
+    context.obj = {"debug": debug}
+    _configure_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+
+
+@app.command("attacks")
+def attacks_command() -> None:
+    """List the registered attacks."""
+    names = list_attacks()
+    width = max(len(name) for name in names)
+    for name in names:
+        typer.echo(f"{name:<{width}}  {opt.attack_summary_line(name)}")
+
+
+app.command("attack")(handle_errors(attack))
+app.command("train")(handle_errors(train))
+app.command("demo")(handle_errors(demo))
+
+
+def main() -> None:
+    """Entry point of the ``pixelguard`` console script."""
+    app(prog_name="pixelguard")

@@ -1,0 +1,162 @@
+"""``pixelguard attack``: attack a model on a dataset and write the reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pixelguard.cli import options as opt
+from pixelguard.cli.output import echo_summary
+from pixelguard.evaluate.attack_run import attack_dataset
+from pixelguard.report import write_run_reports
+
+CHECKPOINT_FOLDER = "checkpoint"
+"""Sub-folder of ``--out`` holding the resumable state."""
+
+
+def attack(
+    *,
+    model: opt.ModelSpec,
+    data: opt.DataSpec,
+    attack_name: Annotated[
+        str,
+        typer.Option("--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL),
+    ] = "pixel-de",
+    pixels: Annotated[
+        int | None,
+        typer.Option("--pixels", "-k", help="Most pixels to change.", rich_help_panel=opt.ATTACK_PANEL),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Targeted attack towards this class (number or name).",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Most model queries per image.", rich_help_panel=opt.ATTACK_PANEL),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Attack at most this many correctly classified images (default: all).",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the attack.", rich_help_panel=opt.ATTACK_PANEL)
+    ] = 0,
+    population: Annotated[
+        int | None,
+        typer.Option(help="Candidates per image (pixel-de).", rich_help_panel=opt.ATTACK_PANEL),
+    ] = None,
+    generations: Annotated[
+        int | None,
+        typer.Option(help="Evolution generations (pixel-de).", rich_help_panel=opt.ATTACK_PANEL),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Any other attack field as key=value, e.g. --param steps=2000 (repeatable).",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            help="Images per attack call and per checkpoint.", rich_help_panel=opt.ATTACK_PANEL
+        ),
+    ] = 100,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted run in --out after its last finished chunk.",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = False,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for results.json, adversarial.npz, examples.png and the checkpoint.",
+            rich_help_panel=opt.OUTPUT_PANEL,
+        ),
+    ],
+    labels: opt.Labels = None,
+    data_layout: opt.DataLayout = "auto",
+    value_range: opt.ValueRange = "auto",
+    split: Annotated[
+        str,
+        typer.Option(help="Split to attack: test, train or all.", rich_help_panel=opt.DATA_PANEL),
+    ] = "test",
+    input_shape: opt.InputShape = None,
+    layout: opt.Layout = None,
+    scale: opt.Scale = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    output: opt.Output = None,
+    batch_size: opt.BatchSize = 1024,
+    trust_pickle: opt.TrustPickle = False,
+    http_config: opt.HttpConfig = None,
+    json_output: opt.JsonOutput = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Attack a model's correctly classified images and report how many were fooled."""
+    attack_config = opt.build_attack(
+        attack_name,
+        {"pixels": pixels, "budget": budget, "seed": seed, "population": population,
+         "generations": generations},
+        param or [],
+    )
+    model_options = opt.ModelOptions(
+        input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
+    )
+    data_options = opt.DataOptions(labels, data_layout, value_range, split)
+    classifier = model_options.load(model)
+    dataset = data_options.load(data)
+    target_class = opt.resolve_target(target, dataset.class_names)
+    checkpoint = out / CHECKPOINT_FOLDER
+    with opt.progress_bar(attack_config.name, quiet=quiet) as bar:
+
+        def progress(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+        try:
+            run = attack_dataset(
+                classifier,
+                dataset,
+                attack_config,
+                target=target_class,
+                limit=limit,
+                chunk_size=chunk_size,
+                checkpoint_dir=checkpoint,
+                resume=resume,
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            typer.echo(
+                f"interrupted: finished chunks are saved in {checkpoint}; "
+                "rerun the same command with --resume to continue",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+    reports = write_run_reports(
+        out,
+        run,
+        dataset.x,
+        model_info=opt.model_info(model, classifier, model_options),
+        data_info=opt.data_info(data, dataset, data_options),
+    )
+    if json_output:
+        summary = {**run.summary(), "files": [str(p) for p in reports.paths()]}
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        echo_summary(run, dataset.source, reports.paths())

@@ -1,0 +1,88 @@
+"""``pixelguard demo``: the whole story offline in a few minutes, on the built-in digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pixelguard.attacks.pixel_de import PixelDE
+from pixelguard.cli import options as opt
+from pixelguard.cli.output import number, percent, seconds
+from pixelguard.data import load_digits
+from pixelguard.evaluate.attack_run import AttackRun, attack_dataset
+from pixelguard.evaluate.demo import demo_model
+from pixelguard.report import write_run_reports, write_summary_json
+
+ARCH = "small-cnn"
+SEED = 0
+EPOCHS = 20
+QUICK_EPOCHS = 2
+QUICK_POPULATION = 20
+QUICK_GENERATIONS = 3
+
+
+def demo(
+    *,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the reports.")
+    ] = Path("pixelguard-demo"),
+    n_images: Annotated[
+        int, typer.Option(help="Correctly classified test images to attack.")
+    ] = 100,
+    pixels: Annotated[
+        str, typer.Option("--pixels", "-k", help="Pixel budgets to try, comma-separated.")
+    ] = "1,3,5",
+    quick: Annotated[
+        bool, typer.Option("--quick", hidden=True, help="Tiny settings, for tests.")
+    ] = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Train (or reuse) a small CNN on the built-in digits and fool it with 1, 3 and 5 pixels."""
+    budgets = opt.parse_ints(pixels, "--pixels")
+    train_data, test = load_digits("train"), load_digits("test")
+    typer.echo("pixelguard demo: how few pixels does it take to fool a digits classifier?")
+    demo_net = demo_model(
+        train_data, test, arch=ARCH, seed=SEED, epochs=QUICK_EPOCHS if quick else EPOCHS
+    )
+    how = f"reused {demo_net.path}" if demo_net.cached else f"trained, cached in {demo_net.path}"
+    typer.echo(
+        f"model   {ARCH} on {len(train_data):,} 8x8 digits ({how}); "
+        f"clean accuracy {percent(demo_net.metrics['test_accuracy'])} "
+        f"on the {len(test)} test digits"
+    )
+    settings = (
+        {"population": QUICK_POPULATION, "generations": QUICK_GENERATIONS} if quick else {}
+    )
+    attacks = [PixelDE(pixels=k, seed=SEED, **settings) for k in budgets]
+    typer.echo(
+        f"attack  pixel-de, population {attacks[0].population}, {attacks[0].generations} "
+        f"generations, seed {SEED}, on up to {n_images} correctly classified test images\n"
+    )
+    typer.echo(f"{'pixels':>6}  {'fooled':>9}  {'success':>7}  {'median queries':>14}  {'time':>9}")
+    model_info = {"spec": f"demo {ARCH}", "input_shape": list(test.image_shape), "options": {}}
+    data_info = {"spec": "digits", "source": test.source, "split": "test", "n_images": len(test)}
+    runs: dict[str, AttackRun] = {}
+    for attack in attacks:
+        k = attack.pixels
+        with opt.progress_bar(f"{k} pixel(s)", quiet=quiet) as bar:
+
+            def progress(done: int, total: int) -> None:
+                if bar is not None:
+                    bar.total = total
+                    bar.update(done - bar.n)
+
+            run = attack_dataset(demo_net.model, test, attack, limit=n_images, progress=progress)
+        runs[f"k{k}"] = run
+        write_run_reports(out / f"k{k}", run, test.x, model_info=model_info, data_info=data_info)
+        typer.echo(
+            f"{k:>6}  {f'{run.n_success}/{run.n_attacked}':>9}  {percent(run.success_rate):>7}  "
+            f"{number(run.median_queries):>14}  {seconds(run.result.wall_time):>9}"
+        )
+    summary = write_summary_json(
+        out / "summary.json", runs, model_info=model_info, data_info=data_info
+    )
+    typer.echo(
+        f"\nwrote {summary} and, per budget, {out}/k*/results.json, adversarial.npz, examples.png"
+    )

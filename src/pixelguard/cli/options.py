@@ -1,0 +1,310 @@
+"""Options shared by several commands, and turning them into library calls.
+
+Every option is declared once here as an ``Annotated`` alias; commands use the
+aliases, so ``attack`` and ``train`` spell and document the data options alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from pixelguard.attacks.base import Attack, attacks, create_attack, list_attacks
+from pixelguard.data import Dataset, load_data
+from pixelguard.errors import ConfigError
+from pixelguard.models.base import Classifier
+from pixelguard.models.loader import load_model
+
+DATA_PANEL = "Data options"
+MODEL_PANEL = "Model options"
+ATTACK_PANEL = "Attack options"
+OUTPUT_PANEL = "Output options"
+
+# --- data ---------------------------------------------------------------------------
+DataSpec = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help="'digits' (built in), a .npy/.npz file, a folder or .tar of class folders, "
+        "MNIST IDX files or CIFAR-10 batches.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+Labels = Annotated[
+    str | None,
+    typer.Option(help="A .npy file of integer labels for .npy images.", rich_help_panel=DATA_PANEL),
+]
+DataLayout = Annotated[
+    str,
+    typer.Option(
+        "--data-layout",
+        help="Layout of .npy/.npz images: auto, nchw or nhwc.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+ValueRange = Annotated[
+    str,
+    typer.Option(
+        help="Pixel range of .npy/.npz images: auto, 0-1 or 0-255.", rich_help_panel=DATA_PANEL
+    ),
+]
+
+# --- model --------------------------------------------------------------------------
+ModelSpec = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A .pt/.pth (pixelguard checkpoint or TorchScript), .onnx, .pkl/.joblib, "
+        "file.py:factory, or an http(s):// endpoint.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+InputShape = Annotated[
+    str | None,
+    typer.Option(
+        help="C,H,W of the images the model takes, e.g. 1,28,28 (read from checkpoints).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Layout = Annotated[
+    str | None,
+    typer.Option(help="Layout the model wants: nchw or nhwc.", rich_help_panel=MODEL_PANEL),
+]
+Scale = Annotated[
+    float | None,
+    typer.Option(
+        help="Multiply [0, 1] pixels by this first (255 for 0..255 models).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Mean = Annotated[
+    str | None,
+    typer.Option(
+        help="Per-channel mean to subtract after scaling, e.g. 0.485,0.456,0.406.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Std = Annotated[
+    str | None,
+    typer.Option(
+        help="Per-channel std to divide by after subtracting the mean.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Output = Annotated[
+    str | None,
+    typer.Option(
+        help="What the model returns: logits, probabilities or labels (default: detected).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+BatchSize = Annotated[
+    int, typer.Option(help="Most images per model call.", rich_help_panel=MODEL_PANEL)
+]
+TrustPickle = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle",
+        help="Allow pickle/joblib model files; loading them runs code from the file.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+HttpConfig = Annotated[
+    Path | None,
+    typer.Option(help="Endpoint configuration file (http:// models).", rich_help_panel=MODEL_PANEL),
+]
+
+# --- output -------------------------------------------------------------------------
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Hide progress bars.", rich_help_panel=OUTPUT_PANEL)
+]
+JsonOutput = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the summary as JSON on stdout.", rich_help_panel=OUTPUT_PANEL
+    ),
+]
+
+
+def parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``"1,28,28"`` -> ``(1, 28, 28)``.
+
+    Raises:
+        ConfigError: not three positive integers.
+    """
+    if text is None:
+        return None
+    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"--input-shape must be C,H,W (three positive integers), got {text!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """``"1,3,5"`` -> ``[1, 3, 5]``; ConfigError unless positive integers."""
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"{what} must be comma-separated positive integers, got {text!r}")
+    return [int(p) for p in parts]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The model options of a command, as given (None: not set)."""
+
+    input_shape: str | None = None
+    layout: str | None = None
+    scale: float | None = None
+    mean: str | None = None
+    std: str | None = None
+    output: str | None = None
+    batch_size: int = 1024
+    trust_pickle: bool = False
+    http_config: Path | None = None
+
+    def load(self, spec: str) -> Classifier:
+        """Load the model ``spec`` with these options."""
+        return load_model(
+            spec,
+            input_shape=parse_shape(self.input_shape),
+            layout=self.layout,
+            scale=self.scale,
+            mean=self.mean,
+            std=self.std,
+            output=self.output,
+            batch_size=self.batch_size,
+            trust_pickle=self.trust_pickle,
+            http_config=self.http_config,
+        )
+
+    def given(self) -> dict[str, Any]:
+        """The options the user set, for reports."""
+        defaults = ModelOptions()
+        return {
+            f.name: str(value) if isinstance(value, Path) else value
+            for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name)) != getattr(defaults, f.name)
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """The data options of a command."""
+
+    labels: str | None = None
+    layout: str = "auto"
+    value_range: str = "auto"
+    split: str = "test"
+
+    def load(self, spec: str, *, split: str | None = None) -> Dataset:
+        """Load ``spec`` with these options (``split`` overrides the option)."""
+        return load_data(
+            spec,
+            labels=self.labels,
+            layout=self.layout,
+            value_range=self.value_range,
+            split=split or self.split,
+        )
+
+
+def model_info(spec: str, model: Classifier, options: ModelOptions) -> dict[str, Any]:
+    """How the model was given, for reports."""
+    return {"spec": spec, "input_shape": list(model.input_shape), "options": options.given()}
+
+
+def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, Any]:
+    """How the data was given and what it holds, for reports."""
+    return {
+        "spec": spec,
+        "source": dataset.source,
+        "split": options.split,
+        "labels": options.labels,
+        "layout": options.layout,
+        "value_range": options.value_range,
+        "n_images": len(dataset),
+        "image_shape": list(dataset.image_shape),
+        "class_names": dataset.class_names,
+    }
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--param`` value: a JSON number, boolean or null, else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attack:
+    """Create the attack ``name`` from the options the user set.
+
+    Args:
+        name: a registered attack name.
+        options: dedicated options by field name (None: not set).
+        params: ``key=value`` texts for any other field of the attack.
+
+    Raises:
+        ConfigError: an unknown attack, an option the attack does not have, a
+            malformed ``key=value``, or an invalid value.
+    """
+    fields = {f.name for f in dataclasses.fields(attacks.get(name))}
+    chosen = {key: value for key, value in options.items() if value is not None}
+    for item in params:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--param must be key=value, got {item!r}")
+        chosen[key] = _parse_value(value.strip())
+    unknown = sorted(set(chosen) - fields)
+    if unknown:
+        raise ConfigError(
+            f"{name} has no option {', '.join(unknown)}; its options: {', '.join(sorted(fields))}"
+        )
+    return create_attack(name, **chosen)
+
+
+def attack_summary_line(name: str) -> str:
+    """The first line of an attack's docstring, with reST literals as `code`."""
+    doc = (attacks.get(name).__doc__ or "").strip()
+    return doc.splitlines()[0].replace("``", "`") if doc else ""
+
+
+def attack_names_help() -> str:
+    """Help text for ``--attack``, listing the registered attacks."""
+    return f"Attack to run: {', '.join(list_attacks())}."
+
+
+def resolve_target(text: str | None, class_names: list[str] | None) -> int | None:
+    """A ``--target`` given as a class number or a class name.
+
+    Raises:
+        ConfigError: neither a number nor a known class name.
+    """
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if class_names is not None and text in class_names:
+        return class_names.index(text)
+    known = f"; class names: {', '.join(class_names)}" if class_names else ""
+    raise ConfigError(f"--target must be a class number or name, got {text!r}{known}")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, *, quiet: bool, unit: str = "img") -> Iterator[tqdm | None]:
+    """A tqdm bar on stderr when stderr is a terminal and not ``quiet``, else None."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    with tqdm(desc=description, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
+        yield bar

@@ -1,0 +1,247 @@
+"""Detectors: score how suspicious each image is, and flag the ones above a threshold.
+
+A detector is fitted on clean images only. Its threshold is set on clean images it
+did not learn from (a seeded split of ``fit``'s images, or an explicit calibration
+set) as a split-conformal quantile, so the false-positive rate on new clean images
+is at most the requested one. Scores are "higher = more suspicious".
+
+References:
+    Xu, Evans, Qi. "Feature squeezing: detecting adversarial examples in deep neural
+    networks." NDSS 2018. arXiv:1704.01155.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from pixelguard.checks import check_images
+from pixelguard.defenses.detection_metrics import conformal_threshold
+from pixelguard.defenses.filters import Squeezer, median_deviation, parse_squeezer
+from pixelguard.errors import ConfigError, PixelguardError
+from pixelguard.models.base import Classifier, probabilities
+
+logger = logging.getLogger(__name__)
+
+
+class NotFittedError(PixelguardError):
+    """A detector was asked for a threshold before :meth:`Detector.fit`."""
+
+
+class Detector(ABC):
+    """Base detector: ``fit(clean)``, ``score(x)``, thresholds for a target false-positive rate.
+
+    Subclasses implement :meth:`score`; one that learns from clean images sets
+    ``trainable = True`` and implements :meth:`_fit`. ``fit`` then holds out a
+    seeded ``calibration_fraction`` of its images for the threshold. A detector that
+    learns nothing (both shipped here) calibrates on all of them: nothing it computes
+    depends on them, so they are held out by construction.
+
+    Args:
+        fpr: the false-positive rate :attr:`threshold` and :meth:`flag` aim at.
+        calibration_fraction: share of ``fit``'s images held out for calibration
+            (trainable detectors only), in (0, 1).
+        seed: seed of that split.
+        batch_size: most images scored at once.
+
+    Shape:
+        score: x (N, C, H, W) float32 in [0, 1] -> (N,) float32.
+        flag: x (N, C, H, W) -> (N,) bool.
+    """
+
+    name: ClassVar[str] = "detector"
+    trainable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        fpr: float = 0.05,
+        calibration_fraction: float = 0.5,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> None:
+        if not 0.0 <= fpr <= 1.0:
+            raise ConfigError(f"{self.name}: fpr must lie in [0, 1], got {fpr}")
+        if not 0.0 < calibration_fraction < 1.0:
+            raise ConfigError(
+                f"{self.name}: calibration_fraction must lie in (0, 1), got {calibration_fraction}"
+            )
+        if batch_size < 1:
+            raise ConfigError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
+        self.fpr = fpr
+        self.calibration_fraction = calibration_fraction
+        self.seed = seed
+        self.batch_size = batch_size
+        self.calibration_scores: torch.Tensor | None = None
+
+    def fit(self, clean: torch.Tensor, *, calibration: torch.Tensor | None = None) -> Detector:
+        """Learn from clean images (trainable detectors) and calibrate the threshold.
+
+        Args:
+            clean: clean images.
+            calibration: clean images held out for the threshold; default: a seeded
+                split of ``clean`` for trainable detectors, all of ``clean`` otherwise.
+
+        Returns:
+            The detector itself.
+
+        Shape:
+            clean, calibration: (N, C, H, W) float32 in [0, 1].
+        """
+        check_images(clean, name="clean")
+        if calibration is not None:
+            check_images(calibration, name="calibration")
+            train = clean
+        elif self.trainable:
+            order = torch.randperm(clean.shape[0], generator=torch.Generator().manual_seed(self.seed))
+            n_cal = max(1, round(clean.shape[0] * self.calibration_fraction))
+            calibration, train = clean[order[:n_cal].to(clean.device)], clean[order[n_cal:].to(clean.device)]
+        else:
+            calibration, train = clean, clean[:0]
+        if self.trainable:
+            self._fit(train)
+        self.calibration_scores = self.score(calibration).detach().cpu()
+        logger.info(
+            "%s: calibrated on %d clean images; threshold at fpr %g: %g",
+            self.name, calibration.shape[0], self.fpr, self.threshold,
+        )
+        return self
+
+    def _fit(self, clean: torch.Tensor) -> None:
+        """Learn from clean images; only called when ``trainable`` is True."""
+        raise ConfigError(f"{self.name} declares trainable=True but does not implement _fit")
+
+    @abstractmethod
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """How suspicious each image is (higher = more).
+
+        Shape:
+            x: (N, C, H, W) float32 in [0, 1] -> (N,) float32 on x's device.
+        """
+
+    def threshold_for_fpr(self, fpr: float) -> float:
+        """The score above which at most ``fpr`` of new clean images are flagged.
+
+        The split-conformal ``(1 - fpr)`` quantile of the held-out calibration scores
+        (:func:`~pixelguard.defenses.detection_metrics.conformal_threshold`).
+
+        Raises:
+            NotFittedError: :meth:`fit` has not run.
+        """
+        if self.calibration_scores is None:
+            raise NotFittedError(f"{self.name}: call fit(clean_images) before asking for a threshold")
+        return conformal_threshold(self.calibration_scores, fpr)
+
+    @property
+    def threshold(self) -> float:
+        """The threshold for this detector's ``fpr``."""
+        return self.threshold_for_fpr(self.fpr)
+
+    def flag(self, x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Which images score above ``threshold`` (default: :attr:`threshold`).
+
+        Shape:
+            x: (N, C, H, W) -> (N,) bool.
+        """
+        limit = self.threshold if threshold is None else threshold
+        return self.score(x) > limit
+
+    def params(self) -> dict[str, Any]:
+        """The configuration as plain data, for reports."""
+        return {"detector": self.name, "fpr": self.fpr, "seed": self.seed}
+
+
+class FeatureSqueezingDetector(Detector):
+    """Flag images whose prediction moves when the image is squeezed.
+
+    The score is the largest, over the squeezers, L1 distance between the model's
+    probability vectors on ``x`` and on ``squeeze(x)`` (Xu et al.): in [0, 2]. Clean
+    images barely move; few-pixel adversarial images often fall back to their class
+    once a median filter removes the changed pixels.
+
+    Args:
+        model: the classifier to protect (scores of any output kind).
+        squeezers: short names, see :func:`~pixelguard.defenses.filters.parse_squeezer`:
+            ``"median3"``, ``"bits4"``, ``"jpeg75"``, ...
+        fpr, calibration_fraction, seed, batch_size: see :class:`Detector`.
+
+    References:
+        Xu, Evans, Qi. "Feature squeezing: detecting adversarial examples in deep
+        neural networks." NDSS 2018. arXiv:1704.01155.
+    """
+
+    name = "feature-squeezing"
+
+    def __init__(
+        self,
+        model: Classifier,
+        squeezers: Sequence[str] = ("median3", "bits4"),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(squeezers, str) or not squeezers:
+            raise ConfigError(f"{self.name}: squeezers must be a non-empty list of names, got {squeezers!r}")
+        self.model = model
+        self.squeezers = tuple(squeezers)
+        self._squeeze: list[Squeezer] = [parse_squeezer(s) for s in self.squeezers]
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        output = self.model.capabilities.output
+        scores = []
+        with torch.no_grad():
+            for chunk in torch.split(x, self.batch_size):
+                base = probabilities(self.model.predict(chunk), output)
+                distance = torch.stack(
+                    [
+                        (probabilities(self.model.predict(squeeze(chunk)), output) - base).abs().sum(dim=1)
+                        for squeeze in self._squeeze
+                    ]
+                )
+                scores.append(distance.amax(dim=0))
+        return torch.cat(scores) if scores else x.new_zeros(0)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "squeezers": list(self.squeezers)}
+
+
+class IsolatedPixelDetector(Detector):
+    """Flag images with pixels far from their neighbourhood median: model-free.
+
+    The score is the sum of the ``top`` largest deviations of a pixel from the median
+    of its ``size x size`` neighbourhood (worst channel), in [0, ``top``]. Few-pixel
+    attacks push pixels to the corners of the colour cube, where they stand out from
+    their neighbours; natural images rarely have such isolated pixels.
+
+    Args:
+        size: median window side, at least 2.
+        top: how many of the largest deviations are summed (1: the single worst pixel).
+        fpr, calibration_fraction, seed, batch_size: see :class:`Detector`.
+    """
+
+    name = "isolated-pixel"
+
+    def __init__(self, size: int = 3, top: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if size < 2:
+            raise ConfigError(f"{self.name}: size must be at least 2, got {size}")
+        if top < 1:
+            raise ConfigError(f"{self.name}: top must be at least 1, got {top}")
+        self.size = size
+        self.top = top
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        scores = []
+        for chunk in torch.split(x, self.batch_size):
+            deviation = median_deviation(chunk.detach(), self.size).flatten(1)
+            k = min(self.top, deviation.shape[1])
+            scores.append(deviation.topk(k, dim=1).values.sum(dim=1))
+        return torch.cat(scores) if scores else x.new_zeros(0)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "size": self.size, "top": self.top}

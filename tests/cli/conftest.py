@@ -1,0 +1,38 @@
+"""Fixtures for the command-line tests: a runner and the session model on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pixelguard.cli.app import app
+
+class Cli:
+    """Invoke the app and check the outcome in one call."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str | Path, code: int = 0, env: dict[str, str] | None = None):
+        result = self.runner.invoke(app, [str(a) for a in args], env=env)
+        assert result.exit_code == code, (
+            f"exit {result.exit_code} != {code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+            f"\nexception: {result.exception!r}"
+        )
+        return result
+
+
+@pytest.fixture()
+def cli() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def scripted_model(tmp_path_factory: pytest.TempPathFactory, digits_model) -> Path:
+    """The session's digits CNN as a TorchScript file (needs --input-shape 1,8,8)."""
+    path = tmp_path_factory.mktemp("models") / "digits.pt"
+    torch.jit.script(digits_model.module).save(str(path))
+    return path

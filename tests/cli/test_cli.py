@@ -1,0 +1,189 @@
+"""The pixelguard command line: outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from pixelguard.cli import app as app_module
+from pixelguard.report import SCHEMA_VERSION
+
+MODEL = ["--input-shape", "1,8,8"]
+TINY = ["--population", "20", "--generations", "3", "--limit", "5", "--quiet"]
+"""Attack options that keep a CLI run well under a second."""
+
+
+def _attack(model, out, *extra):
+    return ["attack", "--model", model, *MODEL, "--data", "digits", "--out", out, *TINY, *extra]
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def test_attack_writes_the_reports_and_prints_a_table(cli, scripted_model, tmp_path):
+    result = cli(*_attack(scripted_model, tmp_path / "run", "--pixels", "3"))
+    for name in ("results.json", "adversarial.npz", "examples.png"):
+        assert (tmp_path / "run" / name).is_file()
+    data = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert data["attack"]["params"]["pixels"] == 3 and data["attack"]["params"]["population"] == 20
+    assert data["n_attacked"] == 5 and len(data["images"]) == 5
+    assert data["model"]["spec"] == str(scripted_model)
+    assert data["model"]["options"] == {"input_shape": "1,8,8"}
+    assert data["data"]["source"] == "digits (test split)"
+    for label in ("clean accuracy", "success rate", "median queries", "median pixels", "time"):
+        assert label in result.stdout
+    assert result.stderr == ""
+
+
+def test_attack_json_prints_the_summary(cli, scripted_model, tmp_path):
+    result = cli(*_attack(scripted_model, tmp_path, "--json"))
+    summary = json.loads(result.stdout)
+    assert summary["n_attacked"] == 5 and 0.0 <= summary["success_rate"] <= 1.0
+    assert summary["attack"] == "pixel-de" and len(summary["files"]) == 3
+
+
+def test_attack_passes_generic_params(cli, scripted_model, tmp_path):
+    cli(*_attack(scripted_model, tmp_path, "--param", "mutation=0.8", "--param", "loss=probability"))
+    params = json.loads((tmp_path / "results.json").read_text())["attack"]["params"]
+    assert params["mutation"] == 0.8 and params["loss"] == "probability"
+
+
+def test_targeted_attack_by_class_name(cli, scripted_model, tmp_path):
+    cli(*_attack(scripted_model, tmp_path, "--target", "3"))
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["attack"]["target"] == 3
+    assert all(row["target"] == 3 and row["label"] != 3 for row in data["images"])
+
+
+def test_trained_checkpoint_needs_no_model_options(cli, tmp_path):
+    model = tmp_path / "model.pt"
+    result = cli("train", "--data", "digits", "--out", model, "--epochs", "2", "--quiet")
+    assert model.is_file() and "test accuracy" in result.stdout
+    cli("attack", "--model", model, "--data", "digits", "--out", tmp_path / "run", *TINY)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["n_attacked"] == 5
+
+
+def test_train_without_a_test_split_reports_validation_accuracy(cli, tmp_path, digits):
+    x, y = digits
+    np.savez(tmp_path / "d.npz", x=x[:300].numpy(), y=y[:300].numpy())
+    result = cli("train", "--data", tmp_path / "d.npz", "--out", tmp_path / "m.pt", "--epochs", "1", "--arch", "mlp")
+    assert "validation accuracy" in result.stdout and "test accuracy" not in result.stdout
+
+
+def test_attacks_lists_every_registered_attack(cli):
+    from pixelguard.attacks import list_attacks
+
+    lines = cli("attacks").stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list_attacks()
+    assert any(line.startswith("pixel-de ") and "differential evolution" in line for line in lines)
+
+
+@pytest.fixture()
+def bad_files(tmp_path, digits):
+    x, y = digits
+    (tmp_path / "corrupt.npy").write_bytes(b"\x93NUMPY garbage that is not an array")
+    np.save(tmp_path / "labels.npy", y[:10].numpy())
+    np.save(tmp_path / "x.npy", x[:10].numpy())
+    np.save(tmp_path / "labels9.npy", y[:9].numpy())
+    with (tmp_path / "model.pkl").open("wb") as handle:
+        pickle.dump({"not": "a model"}, handle)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        ({"--model": "{tmp}/missing.pt"}, ["no such model file", "missing.pt"]),
+        ({"--data": "{tmp}/missing.npy"}, ["no such file", "missing.npy"]),
+        ({"--data": "{tmp}/corrupt.npy", "--labels": "{tmp}/labels.npy"}, ["corrupt.npy"]),
+        ({"--data": "{tmp}/x.npy", "--labels": "{tmp}/labels9.npy"}, ["9 labels", "10 images"]),
+        ({"--model": "{tmp}/model.pkl"}, ["--trust-pickle"]),
+        ({"--attack": "nope"}, ["unknown attack 'nope'", "pixel-de"]),
+        ({"--target": "12"}, ["target class 12 is out of range"]),
+        ({"--target": "cat"}, ["--target must be a class number or name"]),
+        ({"--input-shape": "1,8"}, ["--input-shape must be C,H,W"]),
+        ({"--param": "steps"}, ["--param must be key=value"]),
+        ({"--param": "steps=3"}, ["pixel-de has no option steps"]),
+        ({"--pixels": "0"}, ["pixels must be at least 1"]),
+        ({"--split": "validation"}, ["split must be one of"]),
+        ({"--layout": "chw"}, ["layout must be"]),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
+)
+def test_bad_input_gives_one_error_line_and_exit_code_2(cli, scripted_model, bad_files, change, fragments):
+    options = {"--model": str(scripted_model), "--data": "digits", "--out": str(bad_files / "out")}
+    options.update({k: v.format(tmp=bad_files) for k, v in change.items()})
+    args = ["attack", *[item for pair in options.items() for item in pair], *MODEL, *TINY]
+    result = cli(*args, code=2)
+    _one_line_error(result, *fragments)
+
+
+def test_an_option_the_attack_lacks_is_refused(cli, scripted_model, tmp_path):
+    result = cli(*_attack(scripted_model, tmp_path, "--attack", "corner-search"), code=2)
+    _one_line_error(result, "corner-search has no option", "generations", "population")
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    result = cli("--debug", "attack", "--model", tmp_path / "missing.pt", "--data", "digits", "--out", tmp_path, code=1)
+    assert type(result.exception).__name__ == "ModelError"
+
+
+def test_interrupt_exits_130_and_names_the_checkpoint(cli, scripted_model, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pixelguard.cli.attack.attack_dataset", interrupted)
+    result = cli(*_attack(scripted_model, tmp_path), code=130)
+    assert "--resume" in result.stderr and str(tmp_path / "checkpoint") in result.stderr
+
+
+def test_resume_with_other_settings_is_refused(cli, scripted_model, tmp_path):
+    first = cli(*_attack(scripted_model, tmp_path, "--json"))
+    again = cli(*_attack(scripted_model, tmp_path, "--json", "--resume"))
+    assert json.loads(again.stdout)["n_success"] == json.loads(first.stdout)["n_success"]
+    result = cli(*_attack(scripted_model, tmp_path, "--pixels", "2", "--resume"), code=2)
+    _one_line_error(result, "belongs to a different run", "pixels: 1 -> 2")
+
+
+def test_demo_quick_writes_per_budget_reports_and_reuses_its_model(cli, tmp_path):
+    env = {"PIXELGUARD_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "demo"
+    args = ("demo", "--quick", "--n-images", "4", "--pixels", "1,3", "--out", out, "--quiet")
+    first = cli(*args, env=env)
+    assert "trained, cached in" in first.stdout and "clean accuracy" in first.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["runs"]] == ["k1", "k3"]
+    assert [r["params"]["pixels"] for r in summary["runs"]] == [1, 3]
+    for k in ("k1", "k3"):
+        assert (out / k / "results.json").is_file() and (out / k / "examples.png").is_file()
+    second = cli(*args, env=env)
+    assert "reused" in second.stdout
+
+    cached = next((tmp_path / "cache" / "models").glob("*.pt"))
+    cached.write_bytes(b"corrupt")
+    third = cli(*args, env=env)
+    assert "trained, cached in" in third.stdout and "warning:" in third.stderr
+
+
+def test_main_turns_user_errors_into_exit_code_2(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["pixelguard", "attack", "--model", str(tmp_path / "no.pt"), "--data", "digits", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as info:
+        app_module.main()
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: no such model file")
+
+
+def test_version(cli):
+    from pixelguard import __version__
+
+    assert cli("--version").stdout.strip() == f"pixelguard {__version__}"

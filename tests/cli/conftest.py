@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from pixelguard.cli.app import app
 
+
 class Cli:
     """Invoke the app and check the outcome in one call."""
 
@@ -31,8 +32,14 @@ def cli() -> Cli:
 
 
 @pytest.fixture(scope="session")
-def scripted_model(tmp_path_factory: pytest.TempPathFactory, digits_model) -> Path:
-    """The session's digits CNN as a TorchScript file (needs --input-shape 1,8,8)."""
-    path = tmp_path_factory.mktemp("models") / "digits.pt"
-    torch.jit.script(digits_model.module).save(str(path))
-    return path
+def model_factory(tmp_path_factory: pytest.TempPathFactory, digits_model) -> str:
+    """The session's digits CNN as ``file.py:make_model`` (needs --input-shape 1,8,8)."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.save(digits_model.module, folder / "digits.pt")
+    source = (
+        "from pathlib import Path\n\nimport torch\n\n\n"
+        "def make_model():\n"
+        "    return torch.load(Path(__file__).with_name('digits.pt'), weights_only=False)\n"
+    )
+    (folder / "factory.py").write_text(source)
+    return f"{folder / 'factory.py'}:make_model"

@@ -29,15 +29,15 @@ def _one_line_error(result, *fragments: str) -> None:
         assert fragment in err, err
 
 
-def test_attack_writes_the_reports_and_prints_a_table(cli, scripted_model, tmp_path):
-    result = cli(*_attack(scripted_model, tmp_path / "run", "--pixels", "3"))
+def test_attack_writes_the_reports_and_prints_a_table(cli, model_factory, tmp_path):
+    result = cli(*_attack(model_factory, tmp_path / "run", "--pixels", "3"))
     for name in ("results.json", "adversarial.npz", "examples.png"):
         assert (tmp_path / "run" / name).is_file()
     data = json.loads((tmp_path / "run" / "results.json").read_text())
     assert data["schema_version"] == SCHEMA_VERSION
     assert data["attack"]["params"]["pixels"] == 3 and data["attack"]["params"]["population"] == 20
     assert data["n_attacked"] == 5 and len(data["images"]) == 5
-    assert data["model"]["spec"] == str(scripted_model)
+    assert data["model"]["spec"] == model_factory
     assert data["model"]["options"] == {"input_shape": "1,8,8"}
     assert data["data"]["source"] == "digits (test split)"
     for label in ("clean accuracy", "success rate", "median queries", "median pixels", "time"):
@@ -45,21 +45,21 @@ def test_attack_writes_the_reports_and_prints_a_table(cli, scripted_model, tmp_p
     assert result.stderr == ""
 
 
-def test_attack_json_prints_the_summary(cli, scripted_model, tmp_path):
-    result = cli(*_attack(scripted_model, tmp_path, "--json"))
+def test_attack_json_prints_the_summary(cli, model_factory, tmp_path):
+    result = cli(*_attack(model_factory, tmp_path, "--json"))
     summary = json.loads(result.stdout)
     assert summary["n_attacked"] == 5 and 0.0 <= summary["success_rate"] <= 1.0
     assert summary["attack"] == "pixel-de" and len(summary["files"]) == 3
 
 
-def test_attack_passes_generic_params(cli, scripted_model, tmp_path):
-    cli(*_attack(scripted_model, tmp_path, "--param", "mutation=0.8", "--param", "loss=probability"))
+def test_attack_passes_generic_params(cli, model_factory, tmp_path):
+    cli(*_attack(model_factory, tmp_path, "--param", "mutation=0.8", "--param", "loss=probability"))
     params = json.loads((tmp_path / "results.json").read_text())["attack"]["params"]
     assert params["mutation"] == 0.8 and params["loss"] == "probability"
 
 
-def test_targeted_attack_by_class_name(cli, scripted_model, tmp_path):
-    cli(*_attack(scripted_model, tmp_path, "--target", "3"))
+def test_targeted_attack_by_class_name(cli, model_factory, tmp_path):
+    cli(*_attack(model_factory, tmp_path, "--target", "3"))
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["attack"]["target"] == 3
     assert all(row["target"] == 3 and row["label"] != 3 for row in data["images"])
@@ -76,7 +76,17 @@ def test_trained_checkpoint_needs_no_model_options(cli, tmp_path):
 def test_train_without_a_test_split_reports_validation_accuracy(cli, tmp_path, digits):
     x, y = digits
     np.savez(tmp_path / "d.npz", x=x[:300].numpy(), y=y[:300].numpy())
-    result = cli("train", "--data", tmp_path / "d.npz", "--out", tmp_path / "m.pt", "--epochs", "1", "--arch", "mlp")
+    result = cli(
+        "train",
+        "--data",
+        tmp_path / "d.npz",
+        "--out",
+        tmp_path / "m.pt",
+        "--epochs",
+        "1",
+        "--arch",
+        "mlp",
+    )
     assert "validation accuracy" in result.stdout and "test accuracy" not in result.stdout
 
 
@@ -120,38 +130,55 @@ def bad_files(tmp_path, digits):
     ],
     ids=lambda v: "-".join(v) if isinstance(v, dict) else None,
 )
-def test_bad_input_gives_one_error_line_and_exit_code_2(cli, scripted_model, bad_files, change, fragments):
-    options = {"--model": str(scripted_model), "--data": "digits", "--out": str(bad_files / "out")}
+def test_bad_input_gives_one_error_line_and_exit_code_2(
+    cli, model_factory, bad_files, change, fragments
+):
+    options = {
+        "--model": model_factory,
+        "--input-shape": "1,8,8",
+        "--data": "digits",
+        "--out": str(bad_files / "out"),
+    }
     options.update({k: v.format(tmp=bad_files) for k, v in change.items()})
-    args = ["attack", *[item for pair in options.items() for item in pair], *MODEL, *TINY]
+    args = ["attack", *[item for pair in options.items() for item in pair], *TINY]
     result = cli(*args, code=2)
     _one_line_error(result, *fragments)
 
 
-def test_an_option_the_attack_lacks_is_refused(cli, scripted_model, tmp_path):
-    result = cli(*_attack(scripted_model, tmp_path, "--attack", "corner-search"), code=2)
+def test_an_option_the_attack_lacks_is_refused(cli, model_factory, tmp_path):
+    result = cli(*_attack(model_factory, tmp_path, "--attack", "corner-search"), code=2)
     _one_line_error(result, "corner-search has no option", "generations", "population")
 
 
 def test_debug_shows_the_traceback(cli, tmp_path):
-    result = cli("--debug", "attack", "--model", tmp_path / "missing.pt", "--data", "digits", "--out", tmp_path, code=1)
+    result = cli(
+        "--debug",
+        "attack",
+        "--model",
+        tmp_path / "missing.pt",
+        "--data",
+        "digits",
+        "--out",
+        tmp_path,
+        code=1,
+    )
     assert type(result.exception).__name__ == "ModelError"
 
 
-def test_interrupt_exits_130_and_names_the_checkpoint(cli, scripted_model, tmp_path, monkeypatch):
+def test_interrupt_exits_130_and_names_the_checkpoint(cli, model_factory, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("pixelguard.cli.attack.attack_dataset", interrupted)
-    result = cli(*_attack(scripted_model, tmp_path), code=130)
+    result = cli(*_attack(model_factory, tmp_path), code=130)
     assert "--resume" in result.stderr and str(tmp_path / "checkpoint") in result.stderr
 
 
-def test_resume_with_other_settings_is_refused(cli, scripted_model, tmp_path):
-    first = cli(*_attack(scripted_model, tmp_path, "--json"))
-    again = cli(*_attack(scripted_model, tmp_path, "--json", "--resume"))
+def test_resume_with_other_settings_is_refused(cli, model_factory, tmp_path):
+    first = cli(*_attack(model_factory, tmp_path, "--json"))
+    again = cli(*_attack(model_factory, tmp_path, "--json", "--resume"))
     assert json.loads(again.stdout)["n_success"] == json.loads(first.stdout)["n_success"]
-    result = cli(*_attack(scripted_model, tmp_path, "--pixels", "2", "--resume"), code=2)
+    result = cli(*_attack(model_factory, tmp_path, "--pixels", "2", "--resume"), code=2)
     _one_line_error(result, "belongs to a different run", "pixels: 1 -> 2")
 
 
@@ -176,7 +203,20 @@ def test_demo_quick_writes_per_budget_reports_and_reuses_its_model(cli, tmp_path
 
 
 def test_main_turns_user_errors_into_exit_code_2(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(sys, "argv", ["pixelguard", "attack", "--model", str(tmp_path / "no.pt"), "--data", "digits", "--out", str(tmp_path)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "pixelguard",
+            "attack",
+            "--model",
+            str(tmp_path / "no.pt"),
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     with pytest.raises(SystemExit) as info:
         app_module.main()
     assert info.value.code == 2

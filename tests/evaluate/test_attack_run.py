@@ -54,16 +54,27 @@ def test_summary_medians_are_over_fooled_images(digits_model, held_out, tiny_att
     summary = run.summary()
     fooled = run.result.success
     assert fooled.any(), "the tiny attack should fool at least one of ten digits"
-    assert summary["median_queries"] == pytest.approx(float(run.result.queries[fooled].float().median()), abs=0.5)
+    assert summary["median_queries"] == pytest.approx(
+        float(run.result.queries[fooled].float().median()), abs=0.5
+    )
     assert 1 <= summary["median_pixels_changed"] <= 3
     assert summary["n_attacked"] == 10 and summary["n_success"] == int(fooled.sum())
     assert [row["index"] for row in run.images()] == run.indices.tolist()
     json.dumps(summary)
 
 
-def test_progress_reports_images_finished_out_of_images_attacked(digits_model, held_out, tiny_attack):
+def test_progress_reports_images_finished_out_of_images_attacked(
+    digits_model, held_out, tiny_attack
+):
     calls: list[tuple[int, int]] = []
-    attack_dataset(digits_model, held_out, tiny_attack, limit=7, chunk_size=3, progress=lambda d, t: calls.append((d, t)))
+    attack_dataset(
+        digits_model,
+        held_out,
+        tiny_attack,
+        limit=7,
+        chunk_size=3,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     assert calls[-1] == (7, 7)
     assert {t for _, t in calls} == {7}
     done = [d for d, _ in calls]
@@ -119,37 +130,62 @@ def test_labels_the_model_cannot_output_are_refused(digits_model, tiny_attack):
         attack_dataset(digits_model, data, tiny_attack)
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path: Path, digits_model, held_out, tiny_attack):
+def test_interrupted_run_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, digits_model, held_out, tiny_attack
+):
     options = {"limit": 12, "chunk_size": 5}
     reference = attack_dataset(digits_model, held_out, tiny_attack, **options)
     folder = tmp_path / "checkpoint"
     with pytest.raises(KeyboardInterrupt):
-        attack_dataset(digits_model, held_out, tiny_attack, checkpoint_dir=folder, progress=Interrupt(5), **options)
+        attack_dataset(
+            digits_model,
+            held_out,
+            tiny_attack,
+            checkpoint_dir=folder,
+            progress=Interrupt(5),
+            **options,
+        )
     state = json.loads((folder / "state.json").read_text())
     assert state["chunks_done"] == 1, "the first chunk is saved, the one in flight is lost"
     calls: list[int] = []
     resumed = attack_dataset(
-        digits_model, held_out, tiny_attack, checkpoint_dir=folder, resume=True,
-        progress=lambda done, total: calls.append(done), **options,
+        digits_model,
+        held_out,
+        tiny_attack,
+        checkpoint_dir=folder,
+        resume=True,
+        progress=lambda done, total: calls.append(done),
+        **options,
     )
     _same_results(resumed, reference)
     assert min(calls) > 5, "the finished chunk is not attacked again"
     assert json.loads((folder / "state.json").read_text())["chunks_done"] == 3
 
 
-def test_resume_without_a_checkpoint_starts_from_the_first_chunk(tmp_path, digits_model, held_out, tiny_attack):
-    run = attack_dataset(digits_model, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path / "new", resume=True)
+def test_resume_without_a_checkpoint_starts_from_the_first_chunk(
+    tmp_path, digits_model, held_out, tiny_attack
+):
+    run = attack_dataset(
+        digits_model, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path / "new", resume=True
+    )
     assert run.n_attacked == 4 and (tmp_path / "new" / "chunk-00000.npz").is_file()
 
 
-def test_a_finished_checkpoint_resumes_without_attacking(tmp_path, digits_model, held_out, tiny_attack):
+def test_a_finished_checkpoint_resumes_without_attacking(
+    tmp_path, digits_model, held_out, tiny_attack
+):
     first = attack_dataset(digits_model, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path)
 
     def must_not_attack(done: int, total: int) -> None:
         assert done == total == 4
 
     again = attack_dataset(
-        digits_model, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path, resume=True,
+        digits_model,
+        held_out,
+        tiny_attack,
+        limit=4,
+        checkpoint_dir=tmp_path,
+        resume=True,
         progress=must_not_attack,
     )
     _same_results(first, again)
@@ -157,53 +193,80 @@ def test_a_finished_checkpoint_resumes_without_attacking(tmp_path, digits_model,
 
 
 def test_a_fresh_start_replaces_an_old_checkpoint(tmp_path, digits_model, held_out, tiny_attack):
-    attack_dataset(digits_model, held_out, tiny_attack, limit=6, chunk_size=2, checkpoint_dir=tmp_path)
-    attack_dataset(digits_model, held_out, tiny_attack, limit=2, chunk_size=2, checkpoint_dir=tmp_path)
+    attack_dataset(
+        digits_model, held_out, tiny_attack, limit=6, chunk_size=2, checkpoint_dir=tmp_path
+    )
+    attack_dataset(
+        digits_model, held_out, tiny_attack, limit=2, chunk_size=2, checkpoint_dir=tmp_path
+    )
     assert sorted(p.name for p in tmp_path.glob("chunk-*.npz")) == ["chunk-00000.npz"]
 
 
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"attack": PixelDE(pixels=2, population=20, generations=3, seed=0)}, r"attack \(pixels: 3 -> 2\)"),
+        (
+            {"attack": PixelDE(pixels=2, population=20, generations=3, seed=0)},
+            r"attack \(pixels: 3 -> 2\)",
+        ),
         ({"limit": 5}, r"limit \(4 -> 5\)"),
         ({"target": 1}, r"target \(None -> 1\)"),
         ({"chunk_size": 3}, "chunk_size"),
     ],
     ids=["attack", "limit", "target", "chunk_size"],
 )
-def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, digits_model, held_out, tiny_attack, change, match):
+def test_resume_refuses_a_checkpoint_of_another_run(
+    tmp_path, digits_model, held_out, tiny_attack, change, match
+):
     options = {"attack": tiny_attack, "limit": 4, "chunk_size": 2}
     attack_dataset(digits_model, held_out, checkpoint_dir=tmp_path, **options)
     with pytest.raises(ConfigError, match=match):
-        attack_dataset(digits_model, held_out, checkpoint_dir=tmp_path, resume=True, **{**options, **change})
+        attack_dataset(
+            digits_model, held_out, checkpoint_dir=tmp_path, resume=True, **{**options, **change}
+        )
 
 
 def test_resume_refuses_other_data(tmp_path, digits_model, held_out, tiny_attack):
     attack_dataset(digits_model, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path)
     other = held_out.subset(slice(0, 300))
     with pytest.raises(ConfigError, match="data"):
-        attack_dataset(digits_model, other, tiny_attack, limit=4, checkpoint_dir=tmp_path, resume=True)
+        attack_dataset(
+            digits_model, other, tiny_attack, limit=4, checkpoint_dir=tmp_path, resume=True
+        )
 
 
 def test_resume_refuses_another_model(tmp_path, digits_model, held_out, tiny_attack):
     attack_dataset(digits_model, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path)
     torch.manual_seed(0)
-    other = TorchClassifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (1, 8, 8), output="logits")
+    other = TorchClassifier(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (1, 8, 8), output="logits"
+    )
     with pytest.raises(ConfigError, match="different model"):
         attack_dataset(other, held_out, tiny_attack, limit=4, checkpoint_dir=tmp_path, resume=True)
 
 
 def test_damaged_checkpoint_is_reported(tmp_path, digits_model, held_out, tiny_attack):
-    attack_dataset(digits_model, held_out, tiny_attack, limit=4, chunk_size=2, checkpoint_dir=tmp_path)
+    attack_dataset(
+        digits_model, held_out, tiny_attack, limit=4, chunk_size=2, checkpoint_dir=tmp_path
+    )
     (tmp_path / "chunk-00001.npz").write_bytes(b"not a zip")
     with pytest.raises(Exception, match="damaged") as info:
-        attack_dataset(digits_model, held_out, tiny_attack, limit=4, chunk_size=2, checkpoint_dir=tmp_path, resume=True)
+        attack_dataset(
+            digits_model,
+            held_out,
+            tiny_attack,
+            limit=4,
+            chunk_size=2,
+            checkpoint_dir=tmp_path,
+            resume=True,
+        )
     assert info.type.__name__ == "DataError"
 
 
 def test_checkpoint_files_are_written_atomically(tmp_path, digits_model, held_out, tiny_attack):
-    attack_dataset(digits_model, held_out, tiny_attack, limit=4, chunk_size=2, checkpoint_dir=tmp_path)
+    attack_dataset(
+        digits_model, held_out, tiny_attack, limit=4, chunk_size=2, checkpoint_dir=tmp_path
+    )
     assert not list(tmp_path.glob(".*tmp"))
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["identity"]["attack"] == {"name": "pixel-de", **dataclasses.asdict(tiny_attack)}

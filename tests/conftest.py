@@ -31,7 +31,7 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def digits_model(digits: tuple[torch.Tensor, torch.Tensor]) -> TorchClassifier:
-    """A small CNN trained for a few seconds on the first 1,400 digits (~97% on the rest)."""
+    """A small CNN trained for a few seconds on the first 1,400 digits (over 90% on the rest)."""
     x, y = digits
     module, _ = train_classifier(x[:1400], y[:1400], arch="small-cnn", epochs=12, lr=2e-3, batch_size=64)
     return TorchClassifier(module, (1, 8, 8), batch_size=4096)

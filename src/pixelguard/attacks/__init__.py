@@ -12,21 +12,29 @@ from pixelguard.attacks.base import (
     register_attack,
 )
 from pixelguard.attacks.corner_search import CornerSearch
+from pixelguard.attacks.fgsm import FGSM
+from pixelguard.attacks.gradient_descent import GradientDescent
 from pixelguard.attacks.label_only import LabelOnly
 from pixelguard.attacks.min_pixels import MinPixels
+from pixelguard.attacks.pgd import PGD
 from pixelguard.attacks.pixel_de import PixelDE
+from pixelguard.attacks.sparse_pgd import SparsePGD
 from pixelguard.attacks.sparse_rs import SparseRS
 
 __all__ = [
     "Attack",
     "AttackResult",
     "CornerSearch",
+    "FGSM",
+    "GradientDescent",
     "LabelOnly",
     "MinPixels",
+    "PGD",
     "PixelDE",
     "ProgressCallback",
     "create_attack",
     "list_attacks",
+    "SparsePGD",
     "SparseRS",
     "register_attack",
 ]

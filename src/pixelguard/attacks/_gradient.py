@@ -321,7 +321,8 @@ def _rows_of(target: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | 
 
 def _per_image_norm(t: torch.Tensor) -> torch.Tensor:
     """L2 norm of each image, shaped to broadcast: (M, C, H, W) -> (M, 1, 1, 1)."""
-    return t.flatten(1).norm(p=2, dim=1).view(-1, 1, 1, 1)
+    norms: torch.Tensor = t.flatten(1).norm(p=2, dim=1)
+    return norms.view(-1, 1, 1, 1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,7 +30,8 @@ class GradientDescent(GradientAttack):
     """Targeted descent on ``J(x, target)`` with step ``eta``, clipped to [0, 1].
 
     Args:
-        eta: the learning rate multiplying the raw gradient.
+        eta: the learning rate multiplying the raw gradient; how large it should be
+            depends on the model's gradient scale (too large overshoots the target).
         steps: most descent steps per image.
         loss: ``J``: ``"ce"`` (cross-entropy of the target, the textbook choice) or
             ``"margin"`` (how far the target's logit lies below the best other one).
@@ -49,7 +50,7 @@ class GradientDescent(GradientAttack):
         0.5
     """
 
-    eta: float = 1.0
+    eta: float = 0.1
     steps: int = 100
 
     def __post_init__(self) -> None:

@@ -6,6 +6,14 @@ Euclidean sense: every pixel's best feasible change is ``delta`` clipped to the 
 and the ``k`` pixels whose clipped change removes the most squared distance to
 ``delta`` are kept (Croce and Hein's PGD0 projection, per pixel across channels).
 
+What makes it strong: steps follow the gradient scaled by its mean magnitude
+(PGD0's L1 normalisation), not its sign, so the pixels the loss is most sensitive
+to grow fastest and win the projection; the step is large, so a pixel outside the
+kept set can replace a kept one in a single step; and many short runs from random
+``k``-pixel starts beat one long run, which tends to lock onto its first support.
+On the 8x8 digits CNN of the test suite it fools as many images as sparse-rs at
+the same ``k`` with a fraction of the queries.
+
 References:
     Croce, Hein. "Sparse and imperceivable adversarial attacks." ICCV 2019.
     arXiv:1909.05040 (PGD0).
@@ -20,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pixelguard.attacks._gradient import GradientAttack, GradientLoss, Schedule, check_config
+from pixelguard.attacks._gradient import GradientAttack, Schedule, check_config
 from pixelguard.attacks.base import register_attack
 
 
@@ -51,12 +59,13 @@ class SparsePGD(GradientAttack):
     Args:
         pixels: how many pixel positions may change (k).
         steps: gradient steps per run.
-        step_size: how far each step moves every value along the gradient's sign;
-            large steps (the default, 1.0) let a pixel outside the kept set reach
-            any value in one step and replace a kept pixel.
+        step_size: size of each step along the gradient divided by its mean absolute
+            value; large steps let a pixel outside the kept set reach any value in
+            one step and replace a kept pixel.
         restarts: runs per image, each from ``pixels`` random pixels set to random
             values; each restart works only on images not yet fooled.
-        loss: ``"margin"`` (logit margin; does not saturate) or ``"ce"``.
+        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (logit margin); the step's
+            normalisation keeps a saturated cross-entropy's tiny gradient usable.
         seed: seed of the attack's random generator.
         budget: hard limit on queries per image, the clean query included; a run
             spends at most ``steps + 1``.
@@ -70,10 +79,9 @@ class SparsePGD(GradientAttack):
     """
 
     pixels: int = 10
-    steps: int = 100
-    step_size: float = 1.0
-    restarts: int = 5
-    loss: GradientLoss = "margin"
+    steps: int = 20
+    step_size: float = 10.0
+    restarts: int = 25
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -87,7 +95,8 @@ class SparsePGD(GradientAttack):
         return Schedule(self.steps, self.step_size, self.restarts, random_start=True)
 
     def _normalize_grad(self, grad: torch.Tensor) -> torch.Tensor:
-        return grad.sign()
+        scale = grad.abs().flatten(1).mean(dim=1).clamp_min(1e-12)
+        return grad / scale.view(-1, 1, 1, 1)
 
     def _project(self, delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return project_pixels(delta, x, self.pixels)

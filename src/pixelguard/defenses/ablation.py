@@ -70,7 +70,8 @@ def encode_ablated(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         [0.0, 0.0, 1.0, 0.0]
     """
     m = mask.to(x.dtype)
-    return torch.cat(torch.broadcast_tensors(x * m, (1.0 - x) * m), dim=-3)
+    values, complements = x * m, (1.0 - x) * m
+    return torch.cat([values, complements], dim=-3)
 
 
 def ablate(x: torch.Tensor, keep: int, generator: torch.Generator) -> torch.Tensor:

@@ -32,6 +32,9 @@ from pixelguard.models.torch import TorchClassifier
 
 logger = logging.getLogger(__name__)
 
+_ROUNDING_SLACK = 1e-9
+"""How much stricter than ``> 1/2`` the radius condition is evaluated in float64."""
+
 
 def ablation_delta(rho: torch.Tensor | int, pixels: int, keep: int) -> torch.Tensor:
     """``Delta(rho) = 1 - C(d - rho, k) / C(d, k)``: the share of ablations that keep
@@ -60,11 +63,14 @@ def certified_radius(p_lower: torch.Tensor, pixels: int, keep: int) -> torch.Ten
     """The largest ``rho`` with ``p_lower - Delta(rho) > 1/2``, or -1 (abstain)
     where ``p_lower <= 1/2``.
 
+    The comparison is made ``_ROUNDING_SLACK`` stricter, so floating-point rounding
+    in ``Delta`` can only shrink a radius, never grow it.
+
     Shape:
         p_lower: (N,) in [0, 1] -> (N,) int64 in [-1, d - k].
     """
     deltas = ablation_delta(torch.arange(pixels + 1), pixels, keep)
-    holds = p_lower.to(torch.float64).unsqueeze(1) - deltas.unsqueeze(0) > 0.5
+    holds = p_lower.to(torch.float64).unsqueeze(1) - deltas.unsqueeze(0) > 0.5 + _ROUNDING_SLACK
     # Delta grows with rho, so the radii that hold form a prefix 0..r.
     return holds.sum(dim=1) - 1
 

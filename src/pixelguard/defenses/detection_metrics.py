@@ -72,7 +72,8 @@ def conformal_threshold(calibration_scores: Scores, fpr: float) -> float:
     The ``ceil((1 - fpr) * (n + 1))``-th smallest of ``n`` held-out clean scores
     (split conformal): for a new clean image exchangeable with them,
     ``P(score > threshold) <= fpr``. ``+inf`` (flag nothing) when ``n`` is too small
-    for the requested rate, with a warning.
+    for the requested rate, with a warning; ``-inf`` (flag everything) when
+    ``fpr`` is 1.
 
     Shape:
         calibration_scores: (n,).
@@ -88,6 +89,8 @@ def conformal_threshold(calibration_scores: Scores, fpr: float) -> float:
     if n == 0:
         raise ShapeError("no calibration scores to set a threshold from")
     rank = math.ceil((1.0 - fpr) * (n + 1) - _EPS)
+    if rank < 1:
+        return float("-inf")
     if rank > n:
         logger.warning(
             "%d calibration images cannot guarantee a false-positive rate of %g "
@@ -96,7 +99,7 @@ def conformal_threshold(calibration_scores: Scores, fpr: float) -> float:
             fpr,
         )
         return float("inf")
-    return float(s[max(rank, 1) - 1])
+    return float(s[rank - 1])
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:

@@ -172,7 +172,9 @@ class Preprocessor(ABC):
                 chunks.append(out + (chunk - chunk.detach()))
             else:
                 out = self.transform(chunk, generator=generator)
-                chunks.append(out if out.requires_grad or not chunk.requires_grad else out + 0.0 * chunk)
+                if chunk.requires_grad and not out.requires_grad:
+                    out = out + 0.0 * chunk  # no graph (JPEG): connect it, gradient zero
+                chunks.append(out)
         return torch.cat(chunks) if chunks else x
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,30 @@ class QueryCounter:
             return torch.full_like(self.per_image, torch.iinfo(torch.int64).max // 2)
         return self.budget - self.per_image
 
+    def _charge(self, rows: int, index: torch.Tensor | None) -> torch.Tensor:
+        """Queries per image for a call of ``rows`` rows; refuses calls over budget."""
+        n_images = self.per_image.shape[0]
+        if index is None:
+            if rows != n_images:
+                raise ShapeError(
+                    f"without an index, a query batch needs one row per image ({n_images}), "
+                    f"got {rows}"
+                )
+            index = torch.arange(n_images)
+        index = index.to(device="cpu", dtype=torch.int64)
+        if index.shape[0] != rows:
+            raise ShapeError(f"index has {index.shape[0]} entries for {rows} rows")
+        charge = torch.bincount(index, minlength=n_images)
+        if self.budget is not None:
+            after = self.per_image + charge
+            if bool((after > self.budget).any()):
+                worst = int(after.argmax())
+                raise QueryBudgetExceeded(
+                    f"image {worst} would spend {int(after[worst])} queries, "
+                    f"over its budget of {self.budget}"
+                )
+        return charge
+
     def predict(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Score ``x``, charging row ``i`` to image ``index[i]``.
 
@@ -59,26 +83,7 @@ class QueryCounter:
         Raises:
             QueryBudgetExceeded: the call would take an image past its budget.
         """
-        n_images = self.per_image.shape[0]
-        if index is None:
-            if x.shape[0] != n_images:
-                raise ShapeError(
-                    f"without an index, a query batch needs one row per image ({n_images}), "
-                    f"got {x.shape[0]}"
-                )
-            index = torch.arange(n_images)
-        index = index.to(device="cpu", dtype=torch.int64)
-        if index.shape[0] != x.shape[0]:
-            raise ShapeError(f"index has {index.shape[0]} entries for {x.shape[0]} rows")
-        charge = torch.bincount(index, minlength=n_images)
-        if self.budget is not None:
-            after = self.per_image + charge
-            if bool((after > self.budget).any()):
-                worst = int(after.argmax())
-                raise QueryBudgetExceeded(
-                    f"image {worst} would spend {int(after[worst])} queries, "
-                    f"over its budget of {self.budget}"
-                )
+        charge = self._charge(x.shape[0], index)
         scores = self.model.predict(x)
         self.per_image += charge
         return scores
@@ -102,26 +107,7 @@ class QueryCounter:
             raise CapabilityError(
                 f"{type(self.model).__name__} offers no gradients (no differentiable logits)"
             )
-        n_images = self.per_image.shape[0]
-        if index is None:
-            if x.shape[0] != n_images:
-                raise ShapeError(
-                    f"without an index, a query batch needs one row per image ({n_images}), "
-                    f"got {x.shape[0]}"
-                )
-            index = torch.arange(n_images)
-        index = index.to(device="cpu", dtype=torch.int64)
-        if index.shape[0] != x.shape[0]:
-            raise ShapeError(f"index has {index.shape[0]} entries for {x.shape[0]} rows")
-        charge = torch.bincount(index, minlength=n_images)
-        if self.budget is not None:
-            after = self.per_image + charge
-            if bool((after > self.budget).any()):
-                worst = int(after.argmax())
-                raise QueryBudgetExceeded(
-                    f"image {worst} would spend {int(after[worst])} queries, "
-                    f"over its budget of {self.budget}"
-                )
+        charge = self._charge(x.shape[0], index)
         out = self.model.logits(x)
         self.per_image += charge
         return out

@@ -227,3 +227,31 @@ def test_version(cli):
     from pixelguard import __version__
 
     assert cli("--version").stdout.strip() == f"pixelguard {__version__}"
+
+
+def test_commands_leave_the_logging_configuration_as_they_found_it(cli):
+    import logging
+
+    logger = logging.getLogger("pixelguard")
+    before = (list(logger.handlers), logger.level, logger.propagate)
+    cli("--verbose", "attacks")
+    assert (list(logger.handlers), logger.level, logger.propagate) == before
+
+
+def test_progress_bars_only_on_a_terminal_and_follow_images_finished(monkeypatch):
+    import io
+
+    from tqdm import tqdm
+
+    from pixelguard.cli.options import images_progress, progress_bar
+
+    with progress_bar("x", quiet=False) as bar:  # pytest's stderr is not a terminal
+        assert bar is None and images_progress(bar) is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    with progress_bar("x", quiet=True) as bar:
+        assert bar is None
+    with tqdm(file=io.StringIO()) as bar:
+        update = images_progress(bar)
+        update(3, 10)
+        update(7, 10)
+        assert (bar.n, bar.total) == (7, 10)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ def test_summary_medians_are_over_fooled_images(digits_model, held_out, tiny_att
     fooled = run.result.success
     assert fooled.any(), "the tiny attack should fool at least one of ten digits"
     assert summary["median_queries"] == pytest.approx(
-        float(run.result.queries[fooled].float().median()), abs=0.5
+        float(np.median(run.result.queries[fooled].numpy()))
     )
     assert 1 <= summary["median_pixels_changed"] <= 3
     assert summary["n_attacked"] == 10 and summary["n_success"] == int(fooled.sum())

@@ -7,12 +7,12 @@ code 2; Ctrl-C exits with 130. ``pixelguard --debug ...`` shows tracebacks inste
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 
 import pixelguard
@@ -47,17 +47,30 @@ class _EchoHandler(logging.Handler):
         typer.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
 
 
-def _configure_logging(level: int) -> None:
+_settings = {"debug": False, "verbose": False}
+"""Global options of the current invocation, set by :func:`root`."""
+
+
+@contextlib.contextmanager
+def _logging_to_stderr() -> Iterator[None]:
+    """Show the library's log records on stderr while a command runs, then restore."""
+    level = (
+        logging.DEBUG
+        if _settings["debug"]
+        else logging.INFO
+        if _settings["verbose"]
+        else logging.WARNING
+    )
     logger = logging.getLogger("pixelguard")
+    handler = _EchoHandler(level)
+    previous = logger.level
+    logger.addHandler(handler)
     logger.setLevel(level)
-    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
-        logger.addHandler(_EchoHandler())
-    logger.propagate = False
-
-
-def _debugging() -> bool:
-    context = click.get_current_context(silent=True)
-    return bool(context is not None and (context.find_root().obj or {}).get("debug"))
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -66,19 +79,20 @@ def _one_line(exc: BaseException) -> str:
 
 
 def handle_errors(command: F) -> F:
-    """Wrap a command so user errors end in one ``error:`` line and exit code 2."""
+    """Wrap a command: log to stderr, user errors end in one ``error:`` line and exit 2."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with _logging_to_stderr():
+                return command(*args, **kwargs)
         except USER_ERRORS as exc:
-            if _debugging():
+            if _settings["debug"]:
                 raise
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(USAGE_ERROR) from None
         except KeyboardInterrupt:
-            if _debugging():
+            if _settings["debug"]:
                 raise
             typer.echo("interrupted", err=True)
             raise typer.Exit(INTERRUPTED) from None
@@ -94,10 +108,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    context: typer.Context,
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks and debug logs.")
-    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show progress logs.")] = False,
     version: Annotated[
         bool,
@@ -107,11 +118,9 @@ def root(
     ] = False,
 ) -> None:
     """How few pixels does it take to fool your image classifier?"""
-    context.obj = {"debug": debug}
-    _configure_logging(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
+    _settings.update(debug=debug, verbose=verbose)
 
 
-@app.command("attacks")
 def attacks_command() -> None:
     """List the registered attacks."""
     names = list_attacks()
@@ -120,6 +129,7 @@ def attacks_command() -> None:
         typer.echo(f"{name:<{width}}  {opt.attack_summary_line(name)}")
 
 
+app.command("attacks")(handle_errors(attacks_command))
 app.command("attack")(handle_errors(attack))
 app.command("train")(handle_errors(train))
 app.command("demo")(handle_errors(demo))

@@ -23,11 +23,15 @@ def attack(
     data: opt.DataSpec,
     attack_name: Annotated[
         str,
-        typer.Option("--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL),
+        typer.Option(
+            "--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL
+        ),
     ] = "pixel-de",
     pixels: Annotated[
         int | None,
-        typer.Option("--pixels", "-k", help="Most pixels to change.", rich_help_panel=opt.ATTACK_PANEL),
+        typer.Option(
+            "--pixels", "-k", help="Most pixels to change.", rich_help_panel=opt.ATTACK_PANEL
+        ),
     ] = None,
     target: Annotated[
         str | None,
@@ -110,8 +114,13 @@ def attack(
     """Attack a model's correctly classified images and report how many were fooled."""
     attack_config = opt.build_attack(
         attack_name,
-        {"pixels": pixels, "budget": budget, "seed": seed, "population": population,
-         "generations": generations},
+        {
+            "pixels": pixels,
+            "budget": budget,
+            "seed": seed,
+            "population": population,
+            "generations": generations,
+        },
         param or [],
     )
     model_options = opt.ModelOptions(
@@ -123,12 +132,6 @@ def attack(
     target_class = opt.resolve_target(target, dataset.class_names)
     checkpoint = out / CHECKPOINT_FOLDER
     with opt.progress_bar(attack_config.name, quiet=quiet) as bar:
-
-        def progress(done: int, total: int) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.update(done - bar.n)
-
         try:
             run = attack_dataset(
                 classifier,
@@ -139,7 +142,7 @@ def attack(
                 chunk_size=chunk_size,
                 checkpoint_dir=checkpoint,
                 resume=resume,
-                progress=progress,
+                progress=opt.images_progress(bar),
             )
         except KeyboardInterrupt:
             typer.echo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -25,9 +26,9 @@ QUICK_GENERATIONS = 3
 
 def demo(
     *,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the reports.")
-    ] = Path("pixelguard-demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports.")] = Path(
+        "pixelguard-demo"
+    ),
     n_images: Annotated[
         int, typer.Option(help="Correctly classified test images to attack.")
     ] = 100,
@@ -52,10 +53,12 @@ def demo(
         f"clean accuracy {percent(demo_net.metrics['test_accuracy'])} "
         f"on the {len(test)} test digits"
     )
-    settings = (
-        {"population": QUICK_POPULATION, "generations": QUICK_GENERATIONS} if quick else {}
-    )
-    attacks = [PixelDE(pixels=k, seed=SEED, **settings) for k in budgets]
+    search = PixelDE(seed=SEED)  # the paper's population and generations
+    if quick:
+        search = dataclasses.replace(
+            search, population=QUICK_POPULATION, generations=QUICK_GENERATIONS
+        )
+    attacks = [dataclasses.replace(search, pixels=k) for k in budgets]
     typer.echo(
         f"attack  pixel-de, population {attacks[0].population}, {attacks[0].generations} "
         f"generations, seed {SEED}, on up to {n_images} correctly classified test images\n"
@@ -67,13 +70,9 @@ def demo(
     for attack in attacks:
         k = attack.pixels
         with opt.progress_bar(f"{k} pixel(s)", quiet=quiet) as bar:
-
-            def progress(done: int, total: int) -> None:
-                if bar is not None:
-                    bar.total = total
-                    bar.update(done - bar.n)
-
-            run = attack_dataset(demo_net.model, test, attack, limit=n_images, progress=progress)
+            run = attack_dataset(
+                demo_net.model, test, attack, limit=n_images, progress=opt.images_progress(bar)
+            )
         runs[f"k{k}"] = run
         write_run_reports(out / f"k{k}", run, test.x, model_info=model_info, data_info=data_info)
         typer.echo(

@@ -17,7 +17,13 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from pixelguard.attacks.base import Attack, attacks, create_attack, list_attacks
+from pixelguard.attacks.base import (
+    Attack,
+    ProgressCallback,
+    attacks,
+    create_attack,
+    list_attacks,
+)
 from pixelguard.data import Dataset, load_data
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import Classifier
@@ -257,7 +263,8 @@ def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attac
         ConfigError: an unknown attack, an option the attack does not have, a
             malformed ``key=value``, or an invalid value.
     """
-    fields = {f.name for f in dataclasses.fields(attacks.get(name))}
+    factory = attacks.get(name)
+    fields = {f.name for f in dataclasses.fields(factory)} if isinstance(factory, type) else set()
     chosen = {key: value for key, value in options.items() if value is not None}
     for item in params:
         key, sep, value = item.partition("=")
@@ -308,3 +315,16 @@ def progress_bar(description: str, *, quiet: bool, unit: str = "img") -> Iterato
         return
     with tqdm(desc=description, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         yield bar
+
+
+def images_progress(bar: tqdm | None) -> ProgressCallback | None:
+    """An attack progress callback that moves ``bar`` (None when there is no bar)."""
+    if bar is None:
+        return None
+    shown = bar
+
+    def update(done: int, total: int) -> None:
+        shown.total = total
+        shown.update(done - shown.n)
+
+    return update

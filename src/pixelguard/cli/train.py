@@ -36,9 +36,13 @@ def train(
     data: opt.DataSpec,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="The checkpoint to write (.pt).", rich_help_panel=opt.OUTPUT_PANEL),
+        typer.Option(
+            "--out", "-o", help="The checkpoint to write (.pt).", rich_help_panel=opt.OUTPUT_PANEL
+        ),
     ],
-    arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(list_archs())}.")] = "small-cnn",
+    arch: Annotated[
+        str, typer.Option(help=f"Architecture: {', '.join(list_archs())}.")
+    ] = "small-cnn",
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 20,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")] = 0,
@@ -85,7 +89,9 @@ def train(
     )
     typer.echo(f"  train accuracy       {percent(metrics['train_accuracy'])}")
     if test is not None:
-        typer.echo(f"  test accuracy        {percent(metrics['test_accuracy'])}  ({len(test):,} images)")
+        typer.echo(
+            f"  test accuracy        {percent(metrics['test_accuracy'])}  ({len(test):,} images)"
+        )
     elif metrics["val_accuracy"] is not None:
         typer.echo(
             f"  validation accuracy  {percent(metrics['val_accuracy'])}  "

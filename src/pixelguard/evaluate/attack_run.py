@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from pixelguard.attacks.base import Attack, AttackResult, ProgressCallback
@@ -177,15 +178,8 @@ def attack_dataset(
     )
 
     identity = _identity(model, dataset, attack, target, limit, chunk_size)
-    seed = attack.seed if attack.seed is not None else secrets.randbits(31)
-    stored: list[Any] = []
     store = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    if store is not None:
-        restored = store.restore(identity, pred, conf) if resume else None
-        if restored is None:
-            store.start(identity, pred, conf, seed)
-        else:
-            seed, stored = restored
+    seed, stored = _open_checkpoint(store, identity, pred, conf, attack.seed, resume)
     configured = dataclasses.replace(attack, seed=seed)
     done = [result_from_arrays(arrays, configured, seed) for arrays in stored]
 
@@ -194,21 +188,23 @@ def attack_dataset(
     finished = sum(r.n_images for r in done)
     for number in range(len(done), len(chunks)):
         chunk = chunks[number]
-        offset = finished
-
-        def chunk_progress(images_done: int, _chunk_total: int, offset: int = offset) -> None:
-            if progress is not None:
-                progress(offset + images_done, total)
-
         result = configured.run(
-            model, dataset.x[chunk], dataset.y[chunk], target=target, progress=chunk_progress
+            model,
+            dataset.x[chunk],
+            dataset.y[chunk],
+            target=target,
+            progress=_shifted(progress, finished, total),
         )
         if store is not None:
             store.save_chunk(number, result, identity, seed)
         done.append(result)
         finished += result.n_images
         logger.info(
-            "chunk %d/%d: %d/%d fooled", number + 1, len(chunks), int(result.success.sum()), len(chunk)
+            "chunk %d/%d: %d/%d fooled",
+            number + 1,
+            len(chunks),
+            int(result.success.sum()),
+            len(chunk),
         )
         if progress is not None:
             progress(finished, total)
@@ -226,6 +222,40 @@ def attack_dataset(
     )
 
 
+def _open_checkpoint(
+    store: Checkpoint | None,
+    identity: dict[str, Any],
+    pred: torch.Tensor,
+    conf: torch.Tensor,
+    seed: int | None,
+    resume: bool,
+) -> tuple[int, list[dict[str, np.ndarray]]]:
+    """The seed to run with and the stored chunks to keep: restored, or a fresh start.
+
+    A seed of None is drawn here, once per run, and kept in the checkpoint.
+    """
+    chosen = seed if seed is not None else secrets.randbits(31)
+    if store is None:
+        return chosen, []
+    restored = store.restore(identity, pred, conf) if resume else None
+    if restored is not None:
+        return restored
+    store.start(identity, pred, conf, chosen)
+    return chosen, []
+
+
+def _shifted(progress: ProgressCallback | None, offset: int, total: int) -> ProgressCallback | None:
+    """A chunk's progress callback reporting images finished over the whole run."""
+    if progress is None:
+        return None
+    report = progress
+
+    def shifted(done: int, _chunk_total: int) -> None:
+        report(offset + done, total)
+
+    return shifted
+
+
 def _check_arguments(
     model: Classifier, dataset: Dataset, target: int | None, limit: int | None, chunk_size: int
 ) -> None:
@@ -237,7 +267,9 @@ def _check_arguments(
     check_labels(dataset.y, len(dataset), model.num_classes, name=f"labels of {dataset.source}")
     k = model.num_classes
     if target is not None and not 0 <= target < k:
-        raise ConfigError(f"target class {target} is out of range: the model has {k} classes (0..{k - 1})")
+        raise ConfigError(
+            f"target class {target} is out of range: the model has {k} classes (0..{k - 1})"
+        )
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1 image, got {limit}")
     if chunk_size < 1:

@@ -128,9 +128,7 @@ class Checkpoint:
                 f"the checkpoint in {self.folder} was made with a different model (its clean "
                 "predictions differ); start afresh without resuming, or use another folder"
             )
-        chunks = [
-            self._read_npz(self.folder / _chunk_file(i)) for i in range(state["chunks_done"])
-        ]
+        chunks = [self._read_npz(self.folder / _chunk_file(i)) for i in range(state["chunks_done"])]
         logger.info("resuming from %s: %d chunk(s) already finished", self.folder, len(chunks))
         return int(state["seed"]), chunks
 
@@ -185,10 +183,12 @@ def result_from_arrays(arrays: dict[str, np.ndarray], attack: Attack, seed: int)
         attack: the configured attack the run uses (its name, parameters and budget).
         seed: the seed the chunk ran with.
     """
-    tensors = {name: torch.from_numpy(value) for name, value in arrays.items() if name != "wall_time"}
-    tensors.setdefault("target", None)
+    values: dict[str, Any] = {
+        name: torch.from_numpy(value) for name, value in arrays.items() if name != "wall_time"
+    }
+    values.setdefault("target", None)
     return AttackResult(
-        **tensors,
+        **values,
         attack=attack.name,
         params=attack.to_dict(),
         seed=seed,

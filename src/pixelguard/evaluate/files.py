@@ -39,10 +39,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Atomically write ``data`` as indented UTF-8 JSON with a final newline."""
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    encoded = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(encoded)
+
+    return atomic_write(path, write)
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Atomically write ``arrays`` as a compressed ``.npz`` (the name is kept as given)."""
-    return atomic_write(path, lambda handle: np.savez_compressed(handle, **arrays))
+
+    def write(handle: IO[bytes]) -> None:
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+
+    return atomic_write(path, write)

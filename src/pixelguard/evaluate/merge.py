@@ -61,9 +61,6 @@ def merge_results(results: Sequence[AttackResult]) -> AttackResult:
         if (other.target is None) != (first.target is None):
             raise ConfigError("cannot merge targeted and untargeted results")
     merged: dict[str, Any] = {
-        name: torch.cat([tensor_fields(r)[name] for r in results])
-        for name in tensor_fields(first)
+        name: torch.cat([tensor_fields(r)[name] for r in results]) for name in tensor_fields(first)
     }
-    return dataclasses.replace(
-        first, **merged, wall_time=float(sum(r.wall_time for r in results))
-    )
+    return dataclasses.replace(first, **merged, wall_time=float(sum(r.wall_time for r in results)))

@@ -40,7 +40,9 @@ class TrainedModel:
 
     def classifier(self, batch_size: int = 1024) -> TorchClassifier:
         """The network as a :class:`TorchClassifier` returning logits."""
-        return TorchClassifier(self.module, self.input_shape, output="logits", batch_size=batch_size)
+        return TorchClassifier(
+            self.module, self.input_shape, output="logits", batch_size=batch_size
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write a pixelguard checkpoint atomically (a temporary file, then a rename).

@@ -200,10 +200,19 @@ def write_examples_png(
     font, arrow = _font(CAPTION_SIZE)
     heading, legend = _title(run)
     text_width = layout.size[0] - 2 * MARGIN
-    draw.text((MARGIN, MARGIN), _fit(draw, heading, title_font, text_width), font=title_font, fill=TEXT)
-    draw.text((MARGIN, MARGIN + TITLE_SIZE + 8), _fit(draw, legend, font, text_width), font=font, fill=MUTED)
+    draw.text(
+        (MARGIN, MARGIN), _fit(draw, heading, title_font, text_width), font=title_font, fill=TEXT
+    )
+    draw.text(
+        (MARGIN, MARGIN + TITLE_SIZE + 8),
+        _fit(draw, legend, font, text_width),
+        font=font,
+        fill=MUTED,
+    )
     if not chosen:
-        draw.text((MARGIN, MARGIN + layout.title_h), "no images were attacked", font=font, fill=MUTED)
+        draw.text(
+            (MARGIN, MARGIN + layout.title_h), "no images were attacked", font=font, fill=MUTED
+        )
 
     changed = changed_pixels(originals, result.x_adv.to(originals.device))
     for slot, i in enumerate(chosen):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits as _sklearn_digits
 
 from pixelguard.data.base import Dataset, check_split
 
@@ -37,7 +36,9 @@ def load_digits(split: str = "test") -> Dataset:
         torch.Size([360, 1, 8, 8])
     """
     check_split(split)
-    bunch = _sklearn_digits()
+    from sklearn.datasets import load_digits as sklearn_digits  # slow import: only when used
+
+    bunch = sklearn_digits()
     images, labels = bunch.images / 16.0, bunch.target
     if split != "all":
         order = np.random.default_rng(SEED).permutation(len(labels))

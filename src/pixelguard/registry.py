@@ -16,6 +16,11 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def alias(self, short: str, name: str) -> None:
+        """Let ``short`` stand for the registered ``name`` (not listed by :meth:`names`)."""
+        self._aliases[short] = name
 
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering ``factory`` under ``name``."""
@@ -35,7 +40,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         """The factory registered as ``name``."""
         try:
-            return self._items[name]
+            return self._items[self._aliases.get(name, name)]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
             raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None

@@ -255,3 +255,26 @@ def test_progress_bars_only_on_a_terminal_and_follow_images_finished(monkeypatch
         update(3, 10)
         update(7, 10)
         assert (bar.n, bar.total) == (7, 10)
+
+
+def test_pixels_auto_runs_the_fewest_pixels_search(cli, model_factory, tmp_path):
+    args = ["attack", "--model", model_factory, *MODEL, "--data", "digits", "--out", tmp_path]
+    cli(*args, "--pixels", "auto", "--budget", "300", "--limit", "4", "--quiet",
+        "--param", "max_pixels=10", "--param", "stage_steps=20")
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["attack"]["name"] == "min-pixels" and data["attack"]["params"]["budget"] == 300
+    fooled = [row["pixels_changed"] for row in data["images"] if row["success"]]
+    assert sum(data["pixels_changed_histogram"].values()) == len(fooled)
+    assert all(1 <= k <= 10 for k in fooled)
+    assert max(row["queries"] for row in data["images"]) <= 300
+
+
+def test_pixels_must_be_a_number_or_auto_and_auto_excludes_other_attacks(cli, model_factory, tmp_path):
+    _one_line_error(cli(*_attack(model_factory, tmp_path, "--pixels", "many"), code=2), "'auto'")
+    args = ["attack", "--model", model_factory, *MODEL, "--data", "digits", "--out", tmp_path]
+    _one_line_error(cli(*args, "--attack", "sparse-rs", "--pixels", "auto", code=2), "min-pixels")
+
+
+def test_short_attack_aliases(cli, model_factory, tmp_path):
+    cli(*_attack(model_factory, tmp_path, "--attack", "de", "--pixels", "2"))
+    assert json.loads((tmp_path / "results.json").read_text())["attack"]["name"] == "pixel-de"

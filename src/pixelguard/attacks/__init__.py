@@ -7,6 +7,7 @@ from pixelguard.attacks.base import (
     Attack,
     AttackResult,
     ProgressCallback,
+    attacks,
     create_attack,
     list_attacks,
     register_attack,
@@ -20,6 +21,9 @@ from pixelguard.attacks.pgd import PGD
 from pixelguard.attacks.pixel_de import PixelDE
 from pixelguard.attacks.sparse_pgd import SparsePGD
 from pixelguard.attacks.sparse_rs import SparseRS
+
+attacks.alias("de", "pixel-de")
+attacks.alias("rs", "sparse-rs")
 
 __all__ = [
     "Attack",

@@ -162,7 +162,7 @@ class Attack(ABC):
         if self.needs_gradients and not caps.gradients:
             raise CapabilityError(
                 f"{self.name} needs gradients but the model offers none; use a black-box "
-                f"attack instead ({', '.join(n for n in list_attacks() if n != self.name)})"
+                f"attack instead ({', '.join(n for n in list_attacks() if not attacks.get(n).needs_gradients)})"
             )
 
     def run(

@@ -26,11 +26,15 @@ def attack(
         typer.Option(
             "--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL
         ),
-    ] = "pixel-de",
+    ] = opt.DEFAULT_ATTACK,
     pixels: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            "--pixels", "-k", help="Most pixels to change.", rich_help_panel=opt.ATTACK_PANEL
+            "--pixels",
+            "-k",
+            help="Most pixels to change, or 'auto': find the fewest pixels per image "
+            "(the min-pixels attack; --budget is then the total per image).",
+            rich_help_panel=opt.ATTACK_PANEL,
         ),
     ] = None,
     target: Annotated[
@@ -112,10 +116,11 @@ def attack(
     quiet: opt.Quiet = False,
 ) -> None:
     """Attack a model's correctly classified images and report how many were fooled."""
+    attack_name, pixel_budget = opt.resolve_pixels(attack_name, pixels)
     attack_config = opt.build_attack(
         attack_name,
         {
-            "pixels": pixels,
+            "pixels": pixel_budget,
             "budget": budget,
             "seed": seed,
             "population": population,

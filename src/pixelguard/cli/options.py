@@ -251,6 +251,31 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+DEFAULT_ATTACK = "pixel-de"
+AUTO_PIXELS_ATTACK = "min-pixels"
+
+
+def resolve_pixels(attack_name: str, pixels: str | None) -> tuple[str, int | None]:
+    """The attack and pixel budget for ``--attack`` and ``--pixels`` (a number or ``auto``).
+
+    ``--pixels auto`` selects the fewest-pixels search (its ``max_pixels`` is set with
+    ``--param max_pixels=N``); it cannot be combined with another ``--attack``.
+    """
+    if pixels is None:
+        return attack_name, None
+    if pixels.strip().lower() == "auto":
+        if attack_name not in (DEFAULT_ATTACK, AUTO_PIXELS_ATTACK):
+            raise ConfigError(
+                f"--pixels auto runs the {AUTO_PIXELS_ATTACK} search; it cannot be combined "
+                f"with --attack {attack_name}"
+            )
+        return AUTO_PIXELS_ATTACK, None
+    try:
+        return attack_name, int(pixels)
+    except ValueError:
+        raise ConfigError(f"--pixels must be a whole number or 'auto', got {pixels!r}") from None
+
+
 def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attack:
     """Create the attack ``name`` from the options the user set.
 

@@ -38,6 +38,11 @@ def files_line(paths: Sequence[Path]) -> str:
     return "wrote " + ", ".join(str(p) for p in paths)
 
 
+def _histogram_text(histogram: dict[str, int]) -> str:
+    """``{"1": 4, "2": 9}`` as ``1: 4, 2: 9`` (fooled images per number of pixels changed)."""
+    return ", ".join(f"{k}: {v}" for k, v in histogram.items()) or "-"
+
+
 def echo_summary(run: AttackRun, source: str, paths: Sequence[Path]) -> None:
     """Print the headline numbers of ``run`` as an aligned two-column table."""
     result = run.result
@@ -48,6 +53,7 @@ def echo_summary(run: AttackRun, source: str, paths: Sequence[Path]) -> None:
         ("success rate", f"{percent(run.success_rate)}  ({run.n_success:,} of {run.n_attacked:,})"),
         ("median queries", f"{number(run.median_queries)}  (over fooled images)"),
         ("median pixels", number(run.median_pixels_changed)),
+        ("pixels: images", _histogram_text(run.pixels_histogram())),
         ("time", seconds(result.wall_time)),
     ]
     typer.echo(f"{result.attack}{aim} on {source}")

@@ -109,8 +109,14 @@ class AttackRun:
             "success_rate": round(self.success_rate, 6),
             "median_queries": self.median_queries,
             "median_pixels_changed": self.median_pixels_changed,
+            "pixels_changed_histogram": self.pixels_histogram(),
             "wall_time": round(self.result.wall_time, 4),
         }
+
+    def pixels_histogram(self) -> dict[str, int]:
+        """How many fooled images changed each number of pixels, e.g. ``{"1": 4, "3": 9}``."""
+        counts = torch.bincount(self.result.l0_pixels[self.result.success].cpu())
+        return {str(k): int(c) for k, c in enumerate(counts.tolist()) if c}
 
     def images(self) -> list[dict[str, Any]]:
         """One plain record per attacked image, starting with its dataset ``index``."""

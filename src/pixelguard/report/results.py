@@ -24,6 +24,7 @@ _HEADLINE = (
     "success_rate",
     "median_queries",
     "median_pixels_changed",
+    "pixels_changed_histogram",
     "wall_time",
 )
 

@@ -41,7 +41,7 @@ import torch
 from torch.nn import functional as F
 
 from pixelguard.attacks._population import is_adversarial
-from pixelguard.attacks.base import Attack, ProgressCallback
+from pixelguard.attacks.base import Attack, AttackState
 from pixelguard.errors import CapabilityError, ConfigError
 from pixelguard.models.queries import QueryCounter
 
@@ -231,80 +231,52 @@ class GradientAttack(Attack):
         """
         return torch.zeros_like(x)
 
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        n = x.shape[0]
-        x_adv = x.clone()
+    def _run(self, state: AttackState) -> None:
         schedule = self._schedule()
-        active = (~is_adversarial(clean_scores, y, target)).nonzero().flatten()
+        active = state.unfooled
         for restart in range(schedule.restarts):
             if active.numel() == 0:
                 break
             random_start = schedule.random_start or restart > 0
-            fooled = self._descend(
-                model, x, y, target, active, x_adv, generator, schedule, random_start, progress
-            )
-            active = active[~fooled]
-        if progress is not None:
-            progress(n, n)
-        return x_adv
+            active = active[~self._descend(state, active, schedule, random_start)]
 
     def _descend(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        images: torch.Tensor,
-        x_adv: torch.Tensor,
-        generator: torch.Generator,
-        schedule: Schedule,
-        random_start: bool,
-        progress: ProgressCallback | None,
+        self, state: AttackState, images: torch.Tensor, schedule: Schedule, random_start: bool
     ) -> torch.Tensor:
-        """One run of the loop on ``images``; write successes into ``x_adv``.
+        """One run of the loop on ``images``; write successes into ``state.x_adv``.
 
         Each image takes a gradient step while it can pay for it and for the final
         check, and leaves at its first success.
 
         Shape:
-            x, x_adv: (N, C, H, W); images: (A,) image indices -> (A,) bool, fooled.
+            images: (A,) image indices -> (A,) bool, fooled.
         """
-        n = x.shape[0]
+        model, x, y, x_adv = state.model, state.x, state.y, state.x_adv
         fooled = torch.zeros(images.numel(), dtype=torch.bool, device=x.device)
         slot = torch.arange(images.numel(), device=x.device)
         clean = x[images]
-        delta = self._random_start(clean, generator) if random_start else torch.zeros_like(clean)
+        delta = self._random_start(clean, state.generator) if random_start else torch.zeros_like(clean)
         current = (clean + self._project(delta, clean)).clamp(0.0, 1.0)
         for step in range(schedule.steps + 1):
             rows = images[slot]
-            affordable = model.remaining()[rows.cpu()].to(x.device)
+            affordable = state.remaining(rows)
             go = affordable >= 2 if step < schedule.steps else torch.zeros_like(affordable, dtype=torch.bool)
             check = ~go & (affordable >= 1)
             if bool(check.any()):
                 scores = model.predict(current[check], index=rows[check].cpu())
-                won = is_adversarial(scores, y[rows[check]], _rows_of(target, rows[check]))
+                won = is_adversarial(scores, y[rows[check]], state.target_of(rows[check]))
                 self._record(x_adv, fooled, rows[check][won], slot[check][won], current[check][won])
             if not bool(go.any()):
                 break
             rows, slot, clean, current = rows[go], slot[go], clean[go], current[go]
-            tgt = _rows_of(target, rows)
+            tgt = state.target_of(rows)
             logits, grad = loss_gradient(model, current, rows, y[rows], tgt, self._loss)
             won = is_adversarial(logits, y[rows], tgt)
             self._record(x_adv, fooled, rows[won], slot[won], current[won])
             slot, clean, current, grad = slot[~won], clean[~won], current[~won], grad[~won]
             delta = current - clean + schedule.step_size * self._normalize_grad(grad)
             current = (clean + self._project(delta, clean)).clamp(0.0, 1.0)
-            if progress is not None:
-                progress(n - images.numel() + int(fooled.sum()), n)
+            state.report(state.n_images - images.numel() + int(fooled.sum()))
         return fooled
 
     @staticmethod
@@ -313,10 +285,6 @@ class GradientAttack(Attack):
     ) -> None:
         x_adv[rows] = images
         fooled[slot] = True
-
-
-def _rows_of(target: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
-    return None if target is None else target[rows]
 
 
 def _per_image_norm(t: torch.Tensor) -> torch.Tensor:

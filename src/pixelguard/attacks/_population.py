@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import torch
 
+from pixelguard.attacks.base import AttackState
 from pixelguard.models.base import OutputKind, log_probabilities, probabilities
-from pixelguard.models.queries import QueryCounter
 
 _MAX_ELEMENTS_PER_CALL = 1 << 25
 """Most pixel values materialised at once when scoring candidates (128 MiB of float32)."""
@@ -44,14 +44,11 @@ def paste_pixels(
 
 
 def score_candidates(
-    model: QueryCounter,
-    x: torch.Tensor,
+    state: AttackState,
     owner: torch.Tensor,
     positions: torch.Tensor,
     values: torch.Tensor,
     loss_fn: LossFunction,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Query every candidate once (charged to its owner) and return its loss and success.
 
@@ -61,15 +58,14 @@ def score_candidates(
     Shape:
         owner: (M,); positions: (M, k); values: (M, k, C) -> loss (M,), fooled (M,) bool.
     """
-    per_row = x[0].numel()
-    group = max(1, _MAX_ELEMENTS_PER_CALL // per_row)
+    x = state.x
+    group = max(1, _MAX_ELEMENTS_PER_CALL // x[0].numel())
     losses, fooled = [], []
     for lo in range(0, owner.shape[0], group):
-        part = slice(lo, lo + group)
-        images = paste_pixels(x, owner[part], positions[part], values[part])
-        scores = model.predict(images, index=owner[part].cpu())
-        label = y[owner[part]]
-        tgt = None if target is None else target[owner[part]]
+        part = owner[lo : lo + group]
+        images = paste_pixels(x, part, positions[lo : lo + group], values[lo : lo + group])
+        scores = state.model.predict(images, index=part.cpu())
+        label, tgt = state.y[part], state.target_of(part)
         losses.append(loss_fn(scores, label, tgt))
         fooled.append(is_adversarial(scores, label, tgt))
     if not losses:
@@ -79,15 +75,14 @@ def score_candidates(
 
 
 def record_winners(
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
+    state: AttackState,
     owner: torch.Tensor,
     positions: torch.Tensor,
     values: torch.Tensor,
     loss: torch.Tensor,
     fooled: torch.Tensor,
 ) -> torch.Tensor:
-    """Write each image's best fooling candidate into ``x_adv``; return the images won.
+    """Write each image's best fooling candidate into ``state.x_adv``; return the images won.
 
     Among an image's fooling candidates the one with the lowest loss (the most
     confident misclassification) wins; ties go to the first.
@@ -95,6 +90,7 @@ def record_winners(
     Shape:
         owner, loss, fooled: (M,); positions: (M, k); values: (M, k, C) -> (N,) bool.
     """
+    x = state.x
     n = x.shape[0]
     won = torch.zeros(n, dtype=torch.bool, device=x.device)
     if not bool(fooled.any()):
@@ -108,7 +104,7 @@ def record_winners(
     first = torch.ones_like(rows, dtype=torch.bool)
     first[1:] = owner[rows[1:]] != owner[rows[:-1]]
     rows = rows[first]
-    x_adv[owner[rows]] = paste_pixels(x, owner[rows], positions[rows], values[rows])
+    state.x_adv[owner[rows]] = paste_pixels(x, owner[rows], positions[rows], values[rows])
     won[owner[rows]] = True
     return won
 
@@ -230,59 +226,42 @@ def sample_positions(
     return keys.topk(count, dim=1).indices
 
 
-def prune_changed_pixels(
-    model: QueryCounter,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    images: torch.Tensor,
-    generator: torch.Generator,
-) -> None:
+def prune_changed_pixels(state: AttackState, images: torch.Tensor) -> None:
     """Restore changed pixels one at a time while the image stays adversarial.
 
     Passes over each image's changed pixels in random order until a whole pass
     restores nothing (or the budget ends), so every pixel left is needed: restoring
     any single one makes the image classified correctly (1-minimal). Vectorised over
     images: step ``j`` of a pass tries the ``j``-th changed pixel of every image that
-    has one, in one model call. Updates ``x_adv`` in place.
+    has one, in one model call. Updates ``state.x_adv`` in place.
 
     Shape:
-        x, x_adv: (N, C, H, W); images: (B,) indices of adversarial images to prune.
+        images: (B,) indices of adversarial images to prune.
     """
     while images.numel():
-        restored = _prune_pass(model, x, x_adv, y, target, images, generator)
-        images = images[restored]
+        images = images[_prune_pass(state, images)]
 
 
-def _prune_pass(
-    model: QueryCounter,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    images: torch.Tensor,
-    generator: torch.Generator,
-) -> torch.Tensor:
+def _prune_pass(state: AttackState, images: torch.Tensor) -> torch.Tensor:
     """One pruning pass; returns which of ``images`` had a pixel restored: (B,) bool."""
+    x, x_adv = state.x, state.x_adv
     n, c, h, w = x.shape
     changed = ((x_adv[images] - x[images]).abs() > 0).any(dim=1).flatten(1)
-    keys = torch.rand(changed.shape, generator=generator).to(x.device).masked_fill(~changed, -1.0)
-    order = keys.argsort(dim=1, descending=True)
+    keys = torch.rand(changed.shape, generator=state.generator).to(x.device)
+    order = keys.masked_fill(~changed, -1.0).argsort(dim=1, descending=True)
     counts = changed.sum(dim=1)
     flat_x = x.reshape(n, c, h * w)
     restored = torch.zeros(images.numel(), dtype=torch.bool, device=x.device)
     for j in range(int(counts.max()) if counts.numel() else 0):
-        affordable = model.remaining()[images.cpu()].to(x.device) >= 1
-        rows = ((counts > j) & affordable).nonzero().flatten()
+        rows = ((counts > j) & (state.remaining(images) >= 1)).nonzero().flatten()
         if rows.numel() == 0:
             break
         owner = images[rows]
         positions = order[rows, j].view(-1, 1)
         values = flat_x[owner].gather(2, positions.view(-1, 1, 1).expand(-1, c, 1)).transpose(1, 2)
         candidates = paste_pixels(x_adv, owner, positions, values)
-        scores = model.predict(candidates, index=owner.cpu())
-        still = is_adversarial(scores, y[owner], None if target is None else target[owner])
+        scores = state.model.predict(candidates, index=owner.cpu())
+        still = is_adversarial(scores, state.y[owner], state.target_of(owner))
         x_adv[owner[still]] = candidates[still]
         restored[rows[still]] = True
     return restored

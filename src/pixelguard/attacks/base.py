@@ -29,6 +29,45 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(images_finished, images_total)`` while an attack runs."""
 
 
+@dataclass
+class AttackState:
+    """The working state of one attack run, handed to :meth:`Attack._run`.
+
+    ``model`` counts and limits queries: pass ``index`` (the image each row belongs
+    to) with every call. Attacks write adversarial images into ``x_adv`` (a copy of
+    ``x``); ``unfooled`` holds the images the clean query did not already fool.
+
+    Shape:
+        x, x_adv: (N, C, H, W); y, target: (N,); unfooled: (A,) image indices.
+    """
+
+    model: QueryCounter
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor | None
+    generator: torch.Generator
+    x_adv: torch.Tensor
+    unfooled: torch.Tensor
+    progress: ProgressCallback | None = None
+
+    @property
+    def n_images(self) -> int:
+        return int(self.x.shape[0])
+
+    def remaining(self, images: torch.Tensor) -> torch.Tensor:
+        """Queries each of ``images`` may still spend, on the images' device: (A,)."""
+        return self.model.remaining()[images.cpu()].to(self.x.device)
+
+    def target_of(self, images: torch.Tensor) -> torch.Tensor | None:
+        """The target classes of ``images``, or None for an untargeted run."""
+        return None if self.target is None else self.target[images]
+
+    def report(self, finished: int) -> None:
+        """Tell the progress callback how many images are finished."""
+        if self.progress is not None:
+            self.progress(finished, self.n_images)
+
+
 @dataclass(frozen=True)
 class AttackResult:
     """Everything an attack run produced, per image, plus how it was configured.
@@ -139,6 +178,8 @@ class Attack(ABC):
     name: ClassVar[str] = "attack"
     needs_scores: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = False
+    supports_targeted: ClassVar[bool] = True
+    supports_untargeted: ClassVar[bool] = True
 
     seed: int | None = 0
     budget: int | None = None
@@ -202,18 +243,35 @@ class Attack(ABC):
         n = x.shape[0]
         y = check_labels(y, n, model.num_classes).to(x.device)
         target_t = self._resolve_target(target, y, model.num_classes)
+        if target_t is None and not self.supports_untargeted:
+            raise ConfigError(
+                f"{self.name} is a targeted attack: pass target= (one class for all images "
+                "or one per image)"
+            )
+        if target_t is not None and not self.supports_targeted:
+            raise ConfigError(f"{self.name}: only untargeted attacks are supported")
         self.check_model(model)
         seed = self.seed if self.seed is not None else secrets.randbits(31)
-        generator = torch.Generator().manual_seed(seed)
         counter = QueryCounter(model, n, self.budget)
         start = time.perf_counter()
+        state = AttackState(
+            model=counter,
+            x=x,
+            y=y,
+            target=target_t,
+            generator=torch.Generator().manual_seed(seed),
+            x_adv=x.clone(),
+            unfooled=torch.zeros(0, dtype=torch.int64, device=x.device),
+            progress=progress,
+        )
         if n:
-            clean_scores = counter.predict(x)
-            x_adv = self._run(counter, x, y, target_t, clean_scores, generator, progress)
-        else:
-            x_adv = x.clone()
+            pred = counter.predict(x).argmax(dim=1)
+            fooled = pred != y if target_t is None else pred == target_t
+            state.unfooled = (~fooled).nonzero().flatten()
+            self._run(state)
+        state.report(n)
         wall_time = time.perf_counter() - start
-        return self._verify(model, x, x_adv, y, target_t, counter, seed, wall_time)
+        return self._verify(model, x, state.x_adv, y, target_t, counter, seed, wall_time)
 
     @staticmethod
     def _resolve_target(
@@ -254,10 +312,7 @@ class Attack(ABC):
             probs_after = probabilities(model.predict(x_adv), output)
         conf_before, pred_before = probs_before.max(dim=1)
         pred_after = probs_after.argmax(dim=1)
-        if target is None:
-            success = pred_after != y
-        else:
-            success = pred_after == target
+        success = pred_after != y if target is None else pred_after == target
         # A failed image comes back unchanged: "changed" never silently means "adversarial".
         keep = success.view(-1, 1, 1, 1)
         x_adv = torch.where(keep, x_adv, x)
@@ -286,19 +341,9 @@ class Attack(ABC):
         )
 
     @abstractmethod
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        """Search adversarial images; return a batch shaped like ``x`` in [0, 1].
+    def _run(self, state: AttackState) -> None:
+        """Search adversarial images for ``state.unfooled``, writing them into ``state.x_adv``.
 
-        ``model`` counts and limits queries; pass ``index`` (the image each row
-        belongs to) with every call. ``clean_scores`` are the model's scores for ``x``
-        (already paid for). Images already misclassified need no search.
+        Images the search does not fool may be left as they are: the base class
+        restores every image a fresh forward pass does not find adversarial.
         """

@@ -17,16 +17,14 @@ import torch
 
 from pixelguard.attacks._population import (
     corner_table,
-    is_adversarial,
     margin_loss,
     pixel_corner_index,
     record_winners,
     score_candidates,
 )
-from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import OutputKind
-from pixelguard.models.queries import QueryCounter
 
 
 def corner_search_cost(shape: tuple[int, int, int]) -> int:
@@ -35,40 +33,32 @@ def corner_search_cost(shape: tuple[int, int, int]) -> int:
     return 2**c * h * w
 
 
-def scan_single_corner_pixels(
-    model: QueryCounter,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
-    active: torch.Tensor,
-    x_adv: torch.Tensor,
-    generator: torch.Generator,
-    checks: int,
-) -> torch.Tensor:
+def scan_single_corner_pixels(state: AttackState, active: torch.Tensor, checks: int) -> torch.Tensor:
     """Try every (position, corner) on the ``active`` images; write winners into ``x_adv``.
 
     Shape:
-        x, x_adv: (N, C, H, W); active: (A,) image indices -> (N,) bool, images fooled.
+        active: (A,) image indices -> (N,) bool, the images fooled.
     """
+    x = state.x
     n, c, h, w = x.shape
     n_corners = 2**c
     corners = corner_table(c, x.device)
-    loss_fn = margin_loss(OutputKind(model.capabilities.output))
+    loss_fn = margin_loss(OutputKind(state.model.capabilities.output))
     fooled_images = torch.zeros(n, dtype=torch.bool, device=x.device)
     if active.numel() == 0:
         return fooled_images
     a, total = active.numel(), h * w * n_corners
     current = pixel_corner_index(x[active])
-    useful = (torch.arange(n_corners, device=x.device).view(1, 1, -1) != current.unsqueeze(-1))
+    useful = torch.arange(n_corners, device=x.device).view(1, 1, -1) != current.unsqueeze(-1)
     useful = useful.reshape(a, total)
-    keys = torch.rand((a, total), generator=generator).to(x.device).masked_fill(~useful, 2.0)
-    order = keys.argsort(dim=1)
+    keys = torch.rand((a, total), generator=state.generator).to(x.device)
+    order = keys.masked_fill(~useful, 2.0).argsort(dim=1)
     n_useful = useful.sum(dim=1)
     step = math.ceil(total / checks)
     done = torch.zeros(a, dtype=torch.bool, device=x.device)
     for lo in range(0, total, step):
         count = (n_useful - lo).clamp(0, step)
-        affordable = model.remaining()[active.cpu()].to(x.device) >= count
+        affordable = state.remaining(active) >= count
         take = (~done & affordable).unsqueeze(1) & (
             torch.arange(step, device=x.device).unsqueeze(0) < count.unsqueeze(1)
         )
@@ -79,8 +69,8 @@ def scan_single_corner_pixels(
         owner = active[rows]
         positions = (candidate // n_corners).view(-1, 1)
         values = corners[candidate % n_corners].view(-1, 1, c)
-        loss, fooled = score_candidates(model, x, owner, positions, values, loss_fn, y, target)
-        won = record_winners(x, x_adv, owner, positions, values, loss, fooled)
+        loss, fooled = score_candidates(state, owner, positions, values, loss_fn)
+        won = record_winners(state, owner, positions, values, loss, fooled)
         fooled_images |= won
         done |= won[active] | ~affordable
     return fooled_images
@@ -115,19 +105,5 @@ class CornerSearch(Attack):
         if self.checks < 1:
             raise ConfigError(f"corner-search: checks must be at least 1, got {self.checks}")
 
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        x_adv = x.clone()
-        active = (~is_adversarial(clean_scores, y, target)).nonzero().flatten()
-        scan_single_corner_pixels(model, x, y, target, active, x_adv, generator, self.checks)
-        if progress is not None:
-            progress(x.shape[0], x.shape[0])
-        return x_adv
+    def _run(self, state: AttackState) -> None:
+        scan_single_corner_pixels(state, state.unfooled, self.checks)

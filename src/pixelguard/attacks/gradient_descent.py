@@ -16,12 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from pixelguard.attacks._gradient import GradientAttack, Schedule, check_config
-from pixelguard.attacks.base import AttackResult, ProgressCallback, register_attack
-from pixelguard.errors import ConfigError
-from pixelguard.models.base import Classifier
+from pixelguard.attacks.base import register_attack
 
 
 @register_attack("gradient-descent")
@@ -50,33 +46,14 @@ class GradientDescent(GradientAttack):
         0.5
     """
 
+    supports_untargeted = False
+
     eta: float = 0.1
     steps: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_config(self.name, positive={"eta": self.eta}, counts={"steps": self.steps})
-
-    def run(
-        self,
-        model: Classifier,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        target: torch.Tensor | int | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> AttackResult:
-        """Descend towards ``target``; see :meth:`Attack.run`.
-
-        Raises:
-            ConfigError: ``target`` is None (this attack is targeted only).
-        """
-        if target is None:
-            raise ConfigError(
-                f"{self.name} is a targeted attack: pass target= (one class for all images "
-                "or one per image); for untargeted attacks use pgd or fgsm"
-            )
-        return super().run(model, x, y, target=target, progress=progress)
 
     def _schedule(self) -> Schedule:
         return Schedule(steps=self.steps, step_size=self.eta, restarts=1, random_start=False)

@@ -28,10 +28,9 @@ from pixelguard.attacks._population import (
     prune_changed_pixels,
     sample_new_corners,
 )
-from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.errors import ConfigError
 from pixelguard.metrics.distances import changed_pixels
-from pixelguard.models.queries import QueryCounter
 
 _NOISE_DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
@@ -57,6 +56,7 @@ class LabelOnly(Attack):
     """
 
     needs_scores = False
+    supports_targeted = False
 
     max_pixels: int | None = None
     start_tries: int = 3
@@ -69,91 +69,60 @@ class LabelOnly(Attack):
         if self.start_tries < 1 or self.group_steps < 0:
             raise ConfigError("label-only: start_tries must be >= 1 and group_steps >= 0")
 
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        if target is not None:
-            raise ConfigError("label-only: only untargeted attacks are supported")
-        x_adv = x.clone()
-        fooled = is_adversarial(clean_scores, y, None)
-        started = self._start(model, x, y, x_adv, ~fooled, generator)
-        self._restore_groups(model, x, y, x_adv, started, generator)
-        prune_changed_pixels(model, x, x_adv, y, None, started.nonzero().flatten(), generator)
+    def _run(self, state: AttackState) -> None:
+        x, x_adv = state.x, state.x_adv
+        started = self._start(state)
+        self._restore_groups(state, started)
+        prune_changed_pixels(state, started.nonzero().flatten())
         if self.max_pixels is not None:
             too_many = changed_pixels(x, x_adv).flatten(1).sum(dim=1) > self.max_pixels
             x_adv[too_many] = x[too_many]
-        if progress is not None:
-            progress(x.shape[0], x.shape[0])
-        return x_adv
 
-    def _start(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        x_adv: torch.Tensor,
-        todo: torch.Tensor,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
+    def _start(self, state: AttackState) -> torch.Tensor:
         """Corner noise on a growing fraction of pixels until each image is misclassified."""
+        x, generator = state.x, state.generator
         n, c, h, w = x.shape
         corners = corner_table(c, x.device)
         on_corner = pixel_corner_index(x)
-        found = torch.zeros(n, dtype=torch.bool, device=x.device)
-        for density in _NOISE_DENSITIES:
-            for _ in range(self.start_tries):
-                affordable = model.remaining().to(x.device) >= 1
-                rows = (todo & ~found & affordable).nonzero().flatten()
-                if rows.numel() == 0:
-                    return found
-                hit = torch.rand((rows.numel(), h * w), generator=generator).to(x.device) < density
-                noise = corners[sample_new_corners(generator, on_corner[rows], c)]
-                flat = x[rows].reshape(-1, c, h * w)
-                candidate = torch.where(hit.unsqueeze(1), noise.transpose(1, 2), flat).view(-1, c, h, w)
-                scores = model.predict(candidate, index=rows.cpu())
-                ok = is_adversarial(scores, y[rows], None)
-                x_adv[rows[ok]] = candidate[ok]
-                found[rows[ok]] = True
-        return found
+        todo = torch.zeros(n, dtype=torch.bool, device=x.device)
+        todo[state.unfooled] = True
+        everyone = torch.arange(n, device=x.device)
+        for density in [d for d in _NOISE_DENSITIES for _ in range(self.start_tries)]:
+            rows = everyone[todo & (state.remaining(everyone) >= 1)]
+            if rows.numel() == 0:
+                break
+            hit = torch.rand((rows.numel(), h * w), generator=generator).to(x.device) < density
+            noise = corners[sample_new_corners(generator, on_corner[rows], c)]
+            flat = x[rows].reshape(-1, c, h * w)
+            candidate = torch.where(hit.unsqueeze(1), noise.transpose(1, 2), flat).view(-1, c, h, w)
+            scores = state.model.predict(candidate, index=rows.cpu())
+            ok = is_adversarial(scores, state.y[rows], None)
+            state.x_adv[rows[ok]] = candidate[ok]
+            todo[rows[ok]] = False
+        started = torch.zeros_like(todo)
+        started[state.unfooled] = ~todo[state.unfooled]
+        return started
 
-    def _restore_groups(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        x_adv: torch.Tensor,
-        started: torch.Tensor,
-        generator: torch.Generator,
-    ) -> None:
+    def _restore_groups(self, state: AttackState, started: torch.Tensor) -> None:
         """Put back random groups of changed pixels; halve the group on each rejection."""
+        x, x_adv = state.x, state.x_adv
         images = started.nonzero().flatten()
         if images.numel() == 0:
             return
-        n, c, h, w = x.shape
+        _, _, h, w = x.shape
         fraction = torch.full((images.numel(),), 0.5, device=x.device)
         for _ in range(self.group_steps):
             changed = changed_pixels(x[images], x_adv[images]).flatten(1)
             size = (changed.sum(dim=1) * fraction).floor()
-            affordable = model.remaining()[images.cpu()].to(x.device) >= 1
-            rows = ((size >= 2) & affordable).nonzero().flatten()
+            rows = ((size >= 2) & (state.remaining(images) >= 1)).nonzero().flatten()
             if rows.numel() == 0:
                 return
-            keys = torch.rand((rows.numel(), h * w), generator=generator).to(x.device)
-            keys = keys.masked_fill(~changed[rows], 2.0)
-            rank = keys.argsort(dim=1).argsort(dim=1)
+            keys = torch.rand((rows.numel(), h * w), generator=state.generator).to(x.device)
+            rank = keys.masked_fill(~changed[rows], 2.0).argsort(dim=1).argsort(dim=1)
             restore = rank < size[rows].unsqueeze(1)
             owner = images[rows]
-            candidate = torch.where(
-                restore.view(-1, 1, h, w), x[owner], x_adv[owner]
-            )
-            scores = model.predict(candidate, index=owner.cpu())
-            ok = is_adversarial(scores, y[owner], None)
+            candidate = torch.where(restore.view(-1, 1, h, w), x[owner], x_adv[owner])
+            scores = state.model.predict(candidate, index=owner.cpu())
+            ok = is_adversarial(scores, state.y[owner], None)
             x_adv[owner[ok]] = candidate[ok]
             fraction[rows[~ok]] /= 2

@@ -19,22 +19,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from pixelguard.attacks._population import (
-    is_adversarial,
     margin_loss,
     pixel_corner_index,
     prune_changed_pixels,
 )
-from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
 from pixelguard.attacks.sparse_rs import sparse_random_search
 from pixelguard.errors import ConfigError
 from pixelguard.metrics.distances import changed_pixels
 from pixelguard.models.base import OutputKind
-from pixelguard.models.queries import QueryCounter
 
 
 def pixel_schedule(max_pixels: int, growth: float = 1.4) -> list[int]:
@@ -84,67 +83,44 @@ class MinPixels(Attack):
         if not 0.0 < self.p_init <= 1.0:
             raise ConfigError(f"min-pixels: p_init must lie in (0, 1], got {self.p_init}")
 
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        n = x.shape[0]
-        x_adv = x.clone()
-        loss_fn = margin_loss(OutputKind(model.capabilities.output))
+    def _run(self, state: AttackState) -> None:
+        x = state.x
+        loss_fn = margin_loss(OutputKind(state.model.capabilities.output))
         search = {"steps": self.stage_steps, "p_init": self.p_init, "loss_fn": loss_fn}
-        fooled = is_adversarial(clean_scores, y, target)
-        active = (~fooled).nonzero().flatten()
-        assert self.budget is not None
-        if corner_search_cost(tuple(x.shape[1:])) <= self.budget // 4:
-            fooled |= scan_single_corner_pixels(model, x, y, target, active, x_adv, generator, 16)
+        fooled = torch.ones(state.n_images, dtype=torch.bool, device=x.device)
+        fooled[state.unfooled] = False
+        budget = self.budget if self.budget is not None else 0
+        if corner_search_cost(tuple(x.shape[1:])) <= budget // 4:
+            fooled |= scan_single_corner_pixels(state, state.unfooled, 16)
         else:
-            fooled |= sparse_random_search(model, x, y, target, active, x_adv, generator, pixels=1, **search)
+            fooled |= sparse_random_search(state, state.unfooled, pixels=1, **search)
+        everyone = torch.arange(state.n_images, device=x.device)
         for k in pixel_schedule(min(self.max_pixels, x.shape[2] * x.shape[3])):
-            active = (~fooled & (model.remaining().to(x.device) >= 1)).nonzero().flatten()
+            active = everyone[~fooled & (state.remaining(everyone) >= 1)]
             if active.numel() == 0:
                 break
-            fooled |= sparse_random_search(model, x, y, target, active, x_adv, generator, pixels=k, **search)
-            if progress is not None:
-                progress(int(fooled.sum()), n)
-        prune_changed_pixels(model, x, x_adv, y, target, fooled.nonzero().flatten(), generator)
-        self._shrink(model, x, x_adv, y, target, fooled, generator, search)
-        if progress is not None:
-            progress(n, n)
-        return x_adv
+            fooled |= sparse_random_search(state, active, pixels=k, **search)
+            state.report(int(fooled.sum()))
+        prune_changed_pixels(state, everyone[fooled])
+        self._shrink(state, fooled, search)
 
-    def _shrink(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        x_adv: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        fooled: torch.Tensor,
-        generator: torch.Generator,
-        search: dict,
-    ) -> None:
+    def _shrink(self, state: AttackState, fooled: torch.Tensor, search: dict[str, Any]) -> None:
         """Search at one pixel fewer from each adversarial set until a stage fails."""
+        x, x_adv = state.x, state.x_adv
+        everyone = torch.arange(state.n_images, device=x.device)
         trying = fooled.clone()
         while True:
             pixels = changed_pixels(x, x_adv).flatten(1)
             counts = pixels.sum(dim=1)
-            trying &= (counts > 1) & (model.remaining().to(x.device) >= 2)
+            trying &= (counts > 1) & (state.remaining(everyone) >= 2)
             if not bool(trying.any()):
                 return
             for count in counts[trying].unique().tolist():
-                group = (trying & (counts == count)).nonzero().flatten()
-                k = count - 1
-                keys = torch.rand((group.numel(), pixels.shape[1]), generator=generator).to(x.device)
-                pos = keys.masked_fill(~pixels[group], -1.0).topk(k, dim=1).indices
+                group = everyone[trying & (counts == count)]
+                keys = torch.rand((group.numel(), pixels.shape[1]), generator=state.generator)
+                keys = keys.to(x.device).masked_fill(~pixels[group], -1.0)
+                pos = keys.topk(count - 1, dim=1).indices
                 col = pixel_corner_index(x_adv[group]).gather(1, pos).clamp_min(0)
-                won = sparse_random_search(
-                    model, x, y, target, group, x_adv, generator, pixels=k, start=(pos, col), **search
-                )
-                prune_changed_pixels(model, x, x_adv, y, target, won.nonzero().flatten(), generator)
+                won = sparse_random_search(state, group, pixels=count - 1, start=(pos, col), **search)
+                prune_changed_pixels(state, everyone[won])
                 trying[group] = won[group]

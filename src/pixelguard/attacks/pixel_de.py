@@ -20,16 +20,14 @@ import torch
 
 from pixelguard.attacks._population import (
     distinct_indices,
-    is_adversarial,
     margin_loss,
     probability_loss,
     record_winners,
     score_candidates,
 )
-from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import OutputKind
-from pixelguard.models.queries import QueryCounter
 
 
 @register_attack("pixel-de")
@@ -90,39 +88,24 @@ class PixelDE(Attack):
                 f"got {self.checks_per_generation}"
             )
 
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        n = x.shape[0]
-        x_adv = x.clone()
-        search = _Search(self, model, x, y, target, x_adv)
-        active = (~is_adversarial(clean_scores, y, target)).nonzero().flatten()
-        genes = self._initial_genes(generator, active.numel(), x.shape).to(x.device)
+    def _run(self, state: AttackState) -> None:
+        search = _Search(self, state)
+        active = state.unfooled
+        genes = self._initial_genes(state.generator, active.numel(), state.x.shape).to(state.x.device)
         loss, finished = search.evaluate(active, genes)
         keep = ~finished
         active, genes, loss = active[keep], genes[keep], loss[keep]
         for _ in range(self.generations):
             if active.numel() == 0:
                 break
-            trial = self._mutate(genes, generator, x.shape)
+            trial = self._mutate(genes, state.generator, state.x.shape)
             trial_loss, finished = search.evaluate(active, trial)
             better = trial_loss <= loss
             genes = torch.where(better.view(*better.shape, 1, 1), trial, genes)
             loss = torch.minimum(loss, trial_loss)
             keep = ~finished
             active, genes, loss = active[keep], genes[keep], loss[keep]
-            if progress is not None:
-                progress(n - active.numel(), n)
-        if progress is not None:
-            progress(n, n)
-        return x_adv
+            state.report(state.n_images - active.numel())
 
     def _initial_genes(self, generator: torch.Generator, a: int, shape: torch.Size) -> torch.Tensor:
         """Uniform positions; values ~ N(0.5, 0.5) clipped, the paper's N(128, 127) in [0, 1]."""
@@ -155,26 +138,17 @@ class PixelDE(Attack):
         return torch.cat([rows, cols, trial[..., 2:].clamp(0.0, 1.0)], dim=-1)
 
 class _Search:
-    """Evaluation state of one run: decodes genes, scores slices, records winners."""
+    """Evaluation of one run's candidates: decodes genes, scores slices, records winners."""
 
-    def __init__(
-        self,
-        attack: PixelDE,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        x_adv: torch.Tensor,
-    ) -> None:
-        output = OutputKind(model.capabilities.output)
+    def __init__(self, attack: PixelDE, state: AttackState) -> None:
+        output = OutputKind(state.model.capabilities.output)
         self.loss_fn = margin_loss(output) if attack.loss == "margin" else probability_loss(output)
         self.checks = attack.checks_per_generation
-        self.model = model
-        self.x, self.y, self.target, self.x_adv = x, y, target, x_adv
+        self.state = state
 
     def decode(self, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Flat pixel positions and values from genes: (M, k, D) -> (M, k), (M, k, C)."""
-        _, _, h, w = self.x.shape
+        _, _, h, w = self.state.x.shape
         rows = genes[..., 0].floor().clamp(0, h - 1)
         cols = genes[..., 1].floor().clamp(0, w - 1)
         return (rows * w + cols).long(), genes[..., 2:].clamp(0.0, 1.0)
@@ -195,18 +169,15 @@ class _Search:
         finished = torch.zeros(a, dtype=torch.bool, device=genes.device)
         bounds = torch.linspace(0, p, self.checks + 1).round().long().tolist()
         for lo, hi in zip(bounds[:-1], bounds[1:]):
-            affordable = self.model.remaining()[active.cpu()].to(genes.device) >= hi - lo
-            finished |= ~affordable
+            finished |= self.state.remaining(active) < hi - lo
             rows = (~finished).nonzero().flatten()
             if rows.numel() == 0 or hi == lo:
                 continue
             m = hi - lo
             owner = active[rows].repeat_interleave(m)
             positions, values = self.decode(genes[rows, lo:hi].flatten(0, 1))
-            part_loss, fooled = score_candidates(
-                self.model, self.x, owner, positions, values, self.loss_fn, self.y, self.target
-            )
+            part_loss, fooled = score_candidates(self.state, owner, positions, values, self.loss_fn)
             loss[rows, lo:hi] = part_loss.view(-1, m)
-            won = record_winners(self.x, self.x_adv, owner, positions, values, part_loss, fooled)
+            won = record_winners(self.state, owner, positions, values, part_loss, fooled)
             finished[rows] |= won[active[rows]]
         return loss, finished

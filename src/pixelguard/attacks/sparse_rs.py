@@ -21,7 +21,6 @@ import torch
 from pixelguard.attacks._population import (
     LossFunction,
     corner_table,
-    is_adversarial,
     margin_loss,
     pixel_corner_index,
     record_winners,
@@ -29,11 +28,10 @@ from pixelguard.attacks._population import (
     sample_positions,
     score_candidates,
 )
-from pixelguard.attacks.base import Attack, ProgressCallback, register_attack
+from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import OutputKind
-from pixelguard.models.queries import QueryCounter
 
 _SCHEDULE = ((10, 1.0), (50, 2.0), (200, 4.0), (500, 5.0), (1000, 6.0), (2000, 8.0),
              (4000, 10.0), (6000, 12.0), (8000, 15.0))
@@ -50,30 +48,26 @@ def swap_fraction(p_init: float, step: int, steps: int) -> float:
 
 
 def sparse_random_search(
-    model: QueryCounter,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: torch.Tensor | None,
+    state: AttackState,
     active: torch.Tensor,
-    x_adv: torch.Tensor,
-    generator: torch.Generator,
     *,
     pixels: int,
     steps: int,
     p_init: float,
     loss_fn: LossFunction,
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
-    progress: ProgressCallback | None = None,
+    report_progress: bool = False,
 ) -> torch.Tensor:
-    """Run the search on the ``active`` images; write winners into ``x_adv``.
+    """Run the search on the ``active`` images; write winners into ``state.x_adv``.
 
     Each image spends at most ``steps`` queries here (fewer if its budget ends first).
     ``start`` gives each active image's initial pixel positions and corner indices,
     shape (A, k) each, instead of random ones.
 
     Shape:
-        x, x_adv: (N, C, H, W); active: (A,) image indices -> (N,) bool, images fooled.
+        active: (A,) image indices -> (N,) bool, the images fooled.
     """
+    x, generator = state.x, state.generator
     n, c, h, w = x.shape
     n_pixels = h * w
     k = min(pixels, n_pixels)
@@ -96,21 +90,23 @@ def sparse_random_search(
                 moved = sample_positions(generator, active.numel(), n_pixels, n_swap, exclude=pos)
             else:
                 moved = pos.gather(1, which)
-            cand_pos = pos.scatter(1, which, moved.to(x.device))
-            cand_col = col.scatter(1, which, sample_new_corners(generator, on_corner[slot].gather(1, moved), c))
+            moved = moved.to(x.device)
+            cand_pos = pos.scatter(1, which, moved)
+            new_col = sample_new_corners(generator, on_corner[slot].gather(1, moved), c)
+            cand_col = col.scatter(1, which, new_col)
         else:
             cand_pos, cand_col = pos, col
         values = corners[cand_col]
-        step_loss, fooled = score_candidates(model, x, active, cand_pos, values, loss_fn, y, target)
-        fooled_images |= record_winners(x, x_adv, active, cand_pos, values, step_loss, fooled)
+        step_loss, fooled = score_candidates(state, active, cand_pos, values, loss_fn)
+        fooled_images |= record_winners(state, active, cand_pos, values, step_loss, fooled)
         better = step_loss < loss
         pos = torch.where(better.unsqueeze(1), cand_pos, pos)
         col = torch.where(better.unsqueeze(1), cand_col, col)
         loss = torch.where(better, step_loss, loss)
-        keep = ~fooled & (model.remaining()[active.cpu()].to(x.device) >= 1)
+        keep = ~fooled & (state.remaining(active) >= 1)
         active, pos, col, loss, slot = active[keep], pos[keep], col[keep], loss[keep], slot[keep]
-        if progress is not None:
-            progress(n - active.numel(), n)
+        if report_progress:
+            state.report(n - active.numel())
         if active.numel() == 0:
             break
     return fooled_images
@@ -152,27 +148,17 @@ class SparseRS(Attack):
         if not 0.0 < self.p_init <= 1.0:
             raise ConfigError(f"sparse-rs: p_init must lie in (0, 1], got {self.p_init}")
 
-    def _run(
-        self,
-        model: QueryCounter,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        target: torch.Tensor | None,
-        clean_scores: torch.Tensor,
-        generator: torch.Generator,
-        progress: ProgressCallback | None,
-    ) -> torch.Tensor:
-        x_adv = x.clone()
-        active = (~is_adversarial(clean_scores, y, target)).nonzero().flatten()
-        cost = corner_search_cost(tuple(x.shape[1:]))
+    def _run(self, state: AttackState) -> None:
+        cost = corner_search_cost(tuple(state.x.shape[1:]))
         if self.pixels == 1 and self.exact_single_pixel and (self.budget is None or self.budget > cost):
-            scan_single_corner_pixels(model, x, y, target, active, x_adv, generator, checks=16)
-        else:
-            loss_fn = margin_loss(OutputKind(model.capabilities.output))
-            sparse_random_search(
-                model, x, y, target, active, x_adv, generator, pixels=self.pixels,
-                steps=self.steps, p_init=self.p_init, loss_fn=loss_fn, progress=progress,
-            )
-        if progress is not None:
-            progress(x.shape[0], x.shape[0])
-        return x_adv
+            scan_single_corner_pixels(state, state.unfooled, checks=16)
+            return
+        sparse_random_search(
+            state,
+            state.unfooled,
+            pixels=self.pixels,
+            steps=self.steps,
+            p_init=self.p_init,
+            loss_fn=margin_loss(OutputKind(state.model.capabilities.output)),
+            report_progress=True,
+        )

@@ -20,6 +20,7 @@ from pixelguard.attacks.base import list_attacks
 from pixelguard.cli import options as opt
 from pixelguard.cli.attack import attack
 from pixelguard.cli.demo import demo
+from pixelguard.cli.evaluate import evaluate_command
 from pixelguard.cli.train import train
 from pixelguard.errors import PixelguardError
 
@@ -133,6 +134,7 @@ app.command("attacks")(handle_errors(attacks_command))
 app.command("attack")(handle_errors(attack))
 app.command("train")(handle_errors(train))
 app.command("demo")(handle_errors(demo))
+app.command("evaluate")(handle_errors(evaluate_command))
 
 
 def main() -> None:

@@ -1,0 +1,146 @@
+"""Attack suites: the attacks to run, in order, at each perturbation budget.
+
+A budget is a label such as ``"pixels=3"`` (at most 3 pixels changed) or
+``"linf=0.1"`` (every value moved by at most 0.1). Within a budget the attacks run
+one after another, each on the images the earlier ones left unbroken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pixelguard.attacks.base import Attack, create_attack
+from pixelguard.errors import ConfigError
+
+SuiteKind = Literal["pixel", "dense", "full"]
+SUITE_KINDS: tuple[str, ...] = ("pixel", "dense", "full")
+PIXELS_BUDGET = "pixels"
+LINF_BUDGET = "linf"
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """One attack at one budget.
+
+    Attributes:
+        budget_label: the budget, e.g. ``"pixels=3"`` or ``"linf=0.1"``.
+        attack: the configured attack, held to that budget.
+    """
+
+    budget_label: str
+    attack: Attack
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Named attacks at their budgets, in the order they run."""
+
+    name: str
+    entries: list[SuiteEntry]
+
+    def budgets(self) -> list[str]:
+        """The budget labels, each once, in the order they first appear."""
+        return list(dict.fromkeys(entry.budget_label for entry in self.entries))
+
+    def attacks_at(self, budget_label: str) -> list[Attack]:
+        """The attacks of one budget, in the order they run."""
+        return [entry.attack for entry in self.entries if entry.budget_label == budget_label]
+
+
+def budget_label(kind: str, value: float) -> str:
+    """``("pixels", 3)`` -> ``"pixels=3"``; ``("linf", 0.1)`` -> ``"linf=0.1"``."""
+    return f"{kind}={value:g}"
+
+
+def parse_budget_label(label: str) -> tuple[str, float]:
+    """``"pixels=3"`` -> ``("pixels", 3.0)``.
+
+    Raises:
+        ConfigError: the label is not ``kind=number``.
+    """
+    kind, sep, value = label.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not kind or number is None:
+        raise ConfigError(f"a budget label must be kind=number, e.g. pixels=3, got {label!r}")
+    return kind, number
+
+
+def build_suite(
+    kind: str,
+    *,
+    pixels: Sequence[int] = (1, 3, 10),
+    eps: Sequence[float] = (0.1, 0.2, 0.3),
+    budget: int | None = None,
+    gradients: bool,
+    seed: int = 0,
+) -> Suite:
+    """The standard suite of one kind.
+
+    * ``pixel``: per pixel budget k, sparse-pgd (only with gradients), then
+      sparse-rs (which scans every single-pixel corner exactly when k = 1).
+    * ``dense``: per eps, Linf PGD; it needs gradients.
+    * ``full``: the pixel suite, then the dense one.
+
+    Args:
+        kind: ``"pixel"``, ``"dense"`` or ``"full"``.
+        pixels: the pixel budgets k.
+        eps: the Linf budgets, in [0, 1] pixel units.
+        budget: most model queries per image and attack (None: each attack's own limit).
+        gradients: whether the model offers gradients (white-box attacks run only then).
+        seed: the seed of every attack.
+
+    Returns:
+        The :class:`Suite`, budgets in increasing order within each family.
+
+    Raises:
+        ConfigError: an unknown kind, bad budgets, or a dense attack asked of a model
+            without gradients.
+    """
+    if kind not in SUITE_KINDS:
+        raise ConfigError(f"suite must be one of {', '.join(SUITE_KINDS)}, got {kind!r}")
+    if kind in ("dense", "full") and not gradients:
+        raise ConfigError(
+            f"the {kind} suite runs Linf PGD, which needs gradients, but the model offers none; "
+            "use --suite pixel for a black-box model"
+        )
+    entries: list[SuiteEntry] = []
+    if kind in ("pixel", "full"):
+        entries += _pixel_entries(pixels, budget, gradients, seed)
+    if kind in ("dense", "full"):
+        entries += _dense_entries(eps, budget, seed)
+    return Suite(name=kind, entries=entries)
+
+
+def _pixel_entries(
+    pixels: Sequence[int], budget: int | None, gradients: bool, seed: int
+) -> list[SuiteEntry]:
+    if not pixels:
+        raise ConfigError("the pixel suite needs at least one pixel budget")
+    entries = []
+    for k in sorted(set(pixels)):
+        label = budget_label(PIXELS_BUDGET, k)
+        if gradients:
+            entries.append(
+                SuiteEntry(label, create_attack("sparse-pgd", pixels=k, budget=budget, seed=seed))
+            )
+        entries.append(
+            SuiteEntry(label, create_attack("sparse-rs", pixels=k, budget=budget, seed=seed))
+        )
+    return entries
+
+
+def _dense_entries(eps: Sequence[float], budget: int | None, seed: int) -> list[SuiteEntry]:
+    if not eps:
+        raise ConfigError("the dense suite needs at least one eps")
+    return [
+        SuiteEntry(
+            budget_label(LINF_BUDGET, e),
+            create_attack("pgd", norm="linf", eps=e, budget=budget, seed=seed),
+        )
+        for e in sorted(set(eps))
+    ]

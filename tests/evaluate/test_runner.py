@@ -1,0 +1,179 @@
+"""Suite evaluation: worst-case robust accuracy, per-attack statistics, flags, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pytest
+import torch
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+from sklearn.metrics import precision_recall_fscore_support
+
+from pixelguard.attacks.base import Attack, AttackState
+from pixelguard.data import Dataset
+from pixelguard.errors import ConfigError
+from pixelguard.evaluate.runner import AttackStats, detect_flags, evaluate
+from pixelguard.evaluate.suite import Suite, SuiteEntry, build_suite, parse_budget_label
+from pixelguard.metrics.classification import confusion_matrix, per_class_report
+from pixelguard.models.base import Capabilities, OutputKind
+from pixelguard.report.evaluation import write_evaluation_json, write_evaluation_markdown
+
+N_MARKED = 10
+
+
+class MarkerModel:
+    """Predicts class 1 exactly when the bottom-right pixel is bright, else class 0.
+
+    Each image carries its identity in the top-left pixel (``index / 100``), so the
+    fake attacks below can tell which images they were handed.
+    """
+
+    num_classes = 2
+    input_shape = (1, 4, 4)
+
+    def __init__(self, gradients: bool = False) -> None:
+        self.capabilities = Capabilities(OutputKind.LOGITS, gradients=gradients)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        marker = (x[:, 0, 3, 3] > 0.5).float()
+        return torch.stack([1 - marker, marker], dim=1)
+
+
+def _identity(x: torch.Tensor) -> list[int]:
+    return [round(float(v) * 100) for v in x[:, 0, 0, 0]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MarkerAttack(Attack):
+    """Fools exactly the images whose identity is in ``fools``; records what it saw."""
+
+    name: ClassVar[str] = "marker"
+    fools: tuple[int, ...] = ()
+    seen: list[int] = field(default_factory=list)
+
+    def _run(self, state: AttackState) -> None:
+        ids = _identity(state.x)
+        self.seen.extend(ids)
+        for row, image in enumerate(ids):
+            if image in self.fools:
+                state.x_adv[row, 0, 3, 3] = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class WhiteBoxMarkerAttack(MarkerAttack):
+    name: ClassVar[str] = "white-marker"
+    needs_gradients: ClassVar[bool] = True
+
+
+def _marked_dataset() -> Dataset:
+    x = torch.zeros(N_MARKED, 1, 4, 4)
+    x[:, 0, 0, 0] = torch.arange(N_MARKED) / 100
+    y = torch.zeros(N_MARKED, dtype=torch.int64)
+    y[9] = 1  # the model calls image 9 class 0: misclassified before any attack
+    return Dataset(x, y, ["plain", "marked"], "marked images")
+
+
+def test_an_image_is_robust_only_if_every_attack_failed():
+    first = MarkerAttack(fools=(1, 2, 3))
+    second = MarkerAttack(fools=(3, 4, 5))
+    suite = Suite("fake", [SuiteEntry("pixels=1", first), SuiteEntry("pixels=1", second)])
+    evaluation = evaluate(MarkerModel(), _marked_dataset(), suite)
+
+    assert first.seen == list(range(9))  # the misclassified image is never attacked
+    assert second.seen == [0, 4, 5, 6, 7, 8]  # the second sees only what the first left
+    assert evaluation.clean_accuracy == pytest.approx(0.9)
+    # 1 - |A u B| / N - misclassified / N
+    assert evaluation.robust_accuracy() == {"pixels=1": pytest.approx(1 - 5 / 10 - 1 / 10)}
+    (outcome,) = evaluation.budgets
+    assert outcome.broken_by == [None, "marker", "marker", "marker", "marker", "marker"] + [None] * 4
+    assert outcome.robust.tolist() == [True] + [False] * 5 + [True] * 3 + [False]
+    assert outcome.pred[1:6].tolist() == [1] * 5 and outcome.l0_pixels[1:6].tolist() == [1] * 5
+    stats = [(s.n_attacked, s.n_fooled) for s in evaluation.attacks]
+    assert stats == [(9, 3), (6, 2)]
+    assert evaluation.flags == []
+
+
+def test_a_black_box_success_after_a_white_box_failure_is_flagged():
+    white = WhiteBoxMarkerAttack(fools=(1,))
+    black = MarkerAttack(fools=(1, 2))
+    suite = Suite("fake", [SuiteEntry("linf=0.1", white), SuiteEntry("linf=0.1", black)])
+    evaluation = evaluate(MarkerModel(gradients=True), _marked_dataset(), suite)
+    assert [s.beats_white_box for s in evaluation.attacks] == [0, 1]
+    assert [f.code for f in evaluation.flags] == ["black-box-beats-white-box"]
+
+
+def test_pixel_suite_on_digits_is_monotone_and_below_clean(digits_model, held_out):
+    suite = build_suite("pixel", pixels=(1, 3, 10), budget=100, gradients=True)
+    assert [e.attack.name for e in suite.entries[:2]] == ["sparse-pgd", "sparse-rs"]
+    evaluation = evaluate(digits_model, held_out, suite, limit=30)
+    robust = list(evaluation.robust_accuracy().values())
+    assert evaluation.n_images == 30
+    assert all(acc <= evaluation.clean_accuracy for acc in robust)
+    assert robust == sorted(robust, reverse=True)
+    for outcome in evaluation.budgets:
+        _, k = parse_budget_label(outcome.label)
+        broken = torch.tensor([b is not None for b in outcome.broken_by])
+        assert all(int(p) <= k for p in outcome.l0_pixels[broken])
+        assert not (outcome.robust & broken).any()
+    data = evaluation.to_dict()
+    assert data["schema_version"] == "evaluation-1.0"
+    assert set(data["per_class"]) == {"clean", "pixels=1", "pixels=3", "pixels=10"}
+
+
+def test_dense_suite_needs_gradients():
+    with pytest.raises(ConfigError, match="gradients"):
+        build_suite("dense", gradients=False)
+    pixel_only = build_suite("pixel", pixels=(1, 3), gradients=False)
+    assert [e.attack.name for e in pixel_only.entries] == ["sparse-rs", "sparse-rs"]
+    assert build_suite("full", eps=(0.2, 0.1), gradients=True).budgets()[-2:] == [
+        "linf=0.1",
+        "linf=0.2",
+    ]
+
+
+def _stats(budget: str, attack: str, white_box: bool, beats: int = 0) -> AttackStats:
+    return AttackStats(budget, attack, {}, white_box, 10, 2, 5.0, 0.1, beats)
+
+
+def test_flags_on_constructed_results():
+    attacks = [_stats("pixels=1", "sparse-pgd", True), _stats("pixels=1", "sparse-rs", False, 3)]
+    robust = {"pixels=1": 0.5, "pixels=3": 0.6, "linf=0.1": 0.4, "linf=0.2": 0.3}
+    flags = detect_flags(attacks, robust, "probabilities")
+    assert [f.code for f in flags] == [
+        "black-box-beats-white-box",
+        "not-monotone",
+        "probability-outputs",
+    ]
+    assert "pixels=3" in flags[1].message
+    assert detect_flags(attacks[:1], {"pixels=1": 0.5, "pixels=3": 0.5}, "logits") == []
+
+
+def test_per_class_report_matches_sklearn():
+    generator = torch.Generator().manual_seed(0)
+    y_true = torch.randint(0, 5, (200,), generator=generator)
+    y_pred = torch.where(torch.rand(200, generator=generator) < 0.6, y_true, 4)
+    y_pred[y_pred == 3] = 0  # class 3 is never predicted: precision is undefined
+    report = per_class_report(y_true, y_pred, 6)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=list(range(6)), zero_division=0
+    )
+    for k, row in enumerate(report):
+        assert row["class"] == k and row["support"] == support[k]
+        assert row["precision"] == pytest.approx(precision[k], abs=1e-6)
+        assert row["recall"] == pytest.approx(recall[k], abs=1e-6)
+        assert row["f1"] == pytest.approx(f1[k], abs=1e-6)
+    expected = sk_confusion_matrix(y_true, y_pred, labels=list(range(6)))
+    assert confusion_matrix(y_true, y_pred, 6).tolist() == expected.tolist()
+    with pytest.raises(ConfigError):
+        confusion_matrix([0, 6], [0, 1], 6)
+
+
+def test_reports_are_written(tmp_path):
+    suite = Suite("fake", [SuiteEntry("pixels=1", MarkerAttack(fools=(1,)))])
+    evaluation = evaluate(MarkerModel(), _marked_dataset(), suite)
+    data = write_evaluation_json(tmp_path / "report.json", evaluation).read_text()
+    assert '"schema_version": "evaluation-1.0"' in data
+    text = write_evaluation_markdown(tmp_path / "report.md", evaluation).read_text()
+    assert "| pixels=1 | 80.0% |" in text and "| pixels=1 | marker | 9 | 1 |" in text
+    assert "worst-case robust accuracy 80.0% at pixels=1" in text

@@ -24,13 +24,19 @@ import torch
 from pixelguard.checks import check_images
 from pixelguard.defenses.detect import Detector
 from pixelguard.errors import ConfigError
-from pixelguard.models.base import Capabilities, Classifier, OutputKind, log_probabilities
+from pixelguard.models.base import (
+    Capabilities,
+    Classifier,
+    ClassifierWrapper,
+    OutputKind,
+    log_probabilities,
+)
 
 _MARGIN_LIMIT = 1e4
 """Bound on ``score - threshold`` so an infinite threshold still gives finite logits."""
 
 
-class DetectorAwareClassifier:
+class DetectorAwareClassifier(ClassifierWrapper):
     """A ``(K + 1)``-class classifier: the model's K classes and "detected" (class ``K``).
 
     The first K logits are the model's log-probabilities; the detection logit is
@@ -64,7 +70,7 @@ class DetectorAwareClassifier:
     ) -> None:
         if not gain > 0:
             raise ConfigError(f"gain must be positive, got {gain}")
-        self.model = model
+        super().__init__(model)
         self.detector = detector
         self.threshold = float(detector.threshold if threshold is None else threshold)
         self.gain = gain
@@ -78,9 +84,6 @@ class DetectorAwareClassifier:
         """The index of the extra class "detected" (= the model's K)."""
         return self.model.num_classes
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.model.input_shape
 
     @property
     def capabilities(self) -> Capabilities:

@@ -21,10 +21,10 @@ import torch
 from pixelguard.checks import check_images
 from pixelguard.defenses.preprocess import Preprocessor
 from pixelguard.errors import ConfigError
-from pixelguard.models.base import Capabilities, OutputKind
+from pixelguard.models.base import Capabilities, ClassifierWrapper, OutputKind
 
 
-class ExpectationOverTransformation:
+class ExpectationOverTransformation(ClassifierWrapper):
     """A Classifier whose scores are the average over ``samples`` random transforms.
 
     The transforms are drawn from the wrapper's own generator (seeded), not the
@@ -64,18 +64,12 @@ class ExpectationOverTransformation:
             )
         if samples < 1:
             raise ConfigError(f"samples must be at least 1, got {samples}")
-        self.model = model
+        super().__init__(model)
         self.samples = samples
         self.seed = seed if seed is not None else secrets.randbits(31)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.model.input_shape
 
     @property
     def capabilities(self) -> Capabilities:

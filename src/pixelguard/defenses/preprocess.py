@@ -36,7 +36,7 @@ from pixelguard.defenses.filters import (
     remove_outliers,
 )
 from pixelguard.errors import CapabilityError, ConfigError, ShapeError
-from pixelguard.models.base import Capabilities, Classifier, Differentiable
+from pixelguard.models.base import Capabilities, Classifier, ClassifierWrapper, Differentiable
 from pixelguard.registry import Registry
 
 GradientRule = Literal["bpda", "none"]
@@ -66,7 +66,7 @@ def list_preprocessors() -> list[str]:
     return preprocessors.names()
 
 
-class Preprocessor(ABC):
+class Preprocessor(ClassifierWrapper, ABC):
     """Base wrapper: a Classifier that classifies ``transform(x)`` with ``model``.
 
     Subclasses implement :meth:`transform` (vectorised over the batch, torch) and
@@ -99,17 +99,11 @@ class Preprocessor(ABC):
             raise ConfigError(f"{self.name}: gradient must be 'bpda' or 'none', got {gradient!r}")
         if batch_size < 1:
             raise ConfigError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
-        self.model = model
+        super().__init__(model)
         self.gradient: GradientRule = gradient
         self.batch_size = batch_size
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.model.input_shape
 
     @property
     def capabilities(self) -> Capabilities:

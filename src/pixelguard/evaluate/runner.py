@@ -342,7 +342,8 @@ def detect_flags(
         ``black-box-beats-white-box``: a black-box attack fooled images a white-box
         attack of the same budget failed on; ``not-monotone``: a larger budget of one
         kind left more images robust than a smaller one; ``probability-outputs``:
-        the model returns probabilities, on which gradients can vanish.
+        a white-box attack ran on a model that returns probabilities, whose
+        gradients can vanish.
     """
     flags = []
     for stat in attacks:
@@ -370,7 +371,7 @@ def detect_flags(
                         "should never help the model, so the attacks are falling short",
                     )
                 )
-    if output == OutputKind.PROBABILITIES.value:
+    if output == OutputKind.PROBABILITIES.value and any(stat.white_box for stat in attacks):
         flags.append(
             Flag(
                 "probability-outputs",

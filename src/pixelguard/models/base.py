@@ -132,6 +132,30 @@ class Differentiable(Classifier, Protocol):
     def logits(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+class ClassifierWrapper:
+    """Base for a Classifier that wraps another: the wrapped model's classes, input shape
+    and capabilities, unless the wrapper overrides them.
+
+    Preprocessing defences, query accounting, resizing and expectation over
+    transformation are all wrappers, so any attack can hit any stack of them.
+    """
+
+    def __init__(self, model: Classifier) -> None:
+        self.model = model
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.model.input_shape
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.model.capabilities
+
+
 def detect_output_kind(scores: torch.Tensor, atol: float = 1e-3) -> OutputKind:
     """Guess what ``scores`` are from their rows.
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from pixelguard.errors import CapabilityError, QueryBudgetExceeded, ShapeError
-from pixelguard.models.base import Capabilities, Classifier, Differentiable
+from pixelguard.models.base import Classifier, ClassifierWrapper, Differentiable
 
 
-class QueryCounter:
+class QueryCounter(ClassifierWrapper):
     """A Classifier wrapper that counts queries per image and enforces a hard budget.
 
     Every row sent to the model is one query charged to the image it belongs to.
@@ -22,21 +22,12 @@ class QueryCounter:
     """
 
     def __init__(self, model: Classifier, n_images: int, budget: int | None = None) -> None:
-        self.model = model
+        super().__init__(model)
         self.budget = budget
         self.per_image = torch.zeros(n_images, dtype=torch.int64)
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.num_classes
 
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.model.input_shape
 
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.model.capabilities
 
     @property
     def total(self) -> int:

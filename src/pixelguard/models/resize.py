@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from pixelguard.checks import check_images
 from pixelguard.errors import ConfigError, ModelError
-from pixelguard.models.base import Capabilities, Classifier, Differentiable
+from pixelguard.models.base import Classifier, ClassifierWrapper, Differentiable
 
 RESIZE_MODES = ("bilinear", "bicubic", "area", "nearest", "nearest-exact")
 """Interpolation modes, as :func:`torch.nn.functional.interpolate` names them."""
@@ -28,7 +28,7 @@ _SMOOTH_MODES = ("bilinear", "bicubic")
 """Modes that take ``align_corners`` and ``antialias``."""
 
 
-class ResizeInput:
+class ResizeInput(ClassifierWrapper):
     """A Classifier taking images of the submitted size and resizing them for ``model``.
 
     ``predict`` optionally centre-crops the submitted batch to ``crop``, resizes it to
@@ -124,7 +124,7 @@ class ResizeInput:
             top = int(round((shape[1] - crop_h) / 2.0))
             left = int(round((shape[2] - crop_w) / 2.0))
             box = (top, left, crop_h, crop_w)
-        self.model = model
+        super().__init__(model)
         self.mode = mode
         self.antialias = bool(antialias)
         self.crop = None if box is None else (box[2], box[3])
@@ -136,19 +136,9 @@ class ResizeInput:
         )
 
     @property
-    def num_classes(self) -> int:
-        """The wrapped model's number of classes."""
-        return self.model.num_classes
-
-    @property
     def input_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the images as submitted."""
         return self._shape
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """The wrapped model's capabilities."""
-        return self.model.capabilities
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         """The model's input for a submitted batch: centre crop, resize, clamp to [0, 1].

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle
+
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
 
 
 def test_evaluate_writes_both_reports_and_prints_the_table(cli, model_factory, tmp_path):
@@ -21,8 +25,13 @@ def test_evaluate_writes_both_reports_and_prints_the_table(cli, model_factory, t
 
 
 def test_dense_suite_of_a_model_without_gradients_is_one_error_line(cli, tmp_path):
+    digits = load_digits()
+    model = LogisticRegression(max_iter=200).fit(digits.data[:200] / 16, digits.target[:200])
+    with (tmp_path / "model.pkl").open("wb") as handle:
+        pickle.dump(model, handle)
     result = cli(
-        "evaluate", "--model", "http://127.0.0.1:9/none", "--input-shape", "1,8,8",
-        "--data", "digits", "--suite", "dense", "--out", tmp_path, code=2,
+        "evaluate", "--model", tmp_path / "model.pkl", "--trust-pickle", "--input-shape", "1,8,8",
+        "--data", "digits", "--suite", "dense", "--out", tmp_path / "eval", code=2,
     )  # fmt: skip
-    assert result.stderr.startswith("error: ")
+    assert result.stderr.startswith("error: the dense suite runs Linf PGD, which needs gradients")
+    assert not (tmp_path / "eval").exists()

@@ -86,7 +86,9 @@ def test_an_image_is_robust_only_if_every_attack_failed():
     # 1 - |A u B| / N - misclassified / N
     assert evaluation.robust_accuracy() == {"pixels=1": pytest.approx(1 - 5 / 10 - 1 / 10)}
     (outcome,) = evaluation.budgets
-    assert outcome.broken_by == [None, "marker", "marker", "marker", "marker", "marker"] + [None] * 4
+    assert (
+        outcome.broken_by == [None, "marker", "marker", "marker", "marker", "marker"] + [None] * 4
+    )
     assert outcome.robust.tolist() == [True] + [False] * 5 + [True] * 3 + [False]
     assert outcome.pred[1:6].tolist() == [1] * 5 and outcome.l0_pixels[1:6].tolist() == [1] * 5
     stats = [(s.n_attacked, s.n_fooled) for s in evaluation.attacks]
@@ -147,6 +149,8 @@ def test_flags_on_constructed_results():
     ]
     assert "pixels=3" in flags[1].message
     assert detect_flags(attacks[:1], {"pixels=1": 0.5, "pixels=3": 0.5}, "logits") == []
+    black_box_only = [_stats("pixels=1", "sparse-rs", False)]
+    assert detect_flags(black_box_only, {"pixels=1": 0.5}, "probabilities") == []
 
 
 def test_per_class_report_matches_sklearn():

@@ -11,6 +11,7 @@ import typer
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import echo_summary
 from pixelguard.evaluate.attack_run import attack_dataset
+from pixelguard.models.base import DEFAULT_BATCH_SIZE
 from pixelguard.report import write_run_reports
 
 CHECKPOINT_FOLDER = "checkpoint"
@@ -109,7 +110,7 @@ def attack(
     mean: opt.Mean = None,
     std: opt.Std = None,
     output: opt.Output = None,
-    batch_size: opt.BatchSize = 1024,
+    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
     json_output: opt.JsonOutput = False,

@@ -11,7 +11,7 @@ from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
 from pixelguard.evaluate.runner import Evaluation, evaluate
 from pixelguard.evaluate.suite import build_suite
-from pixelguard.models.base import parse_floats
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
 from pixelguard.report.evaluation import (
     verdict,
     write_evaluation_json,
@@ -76,7 +76,7 @@ def evaluate_command(
     mean: opt.Mean = None,
     std: opt.Std = None,
     output: opt.Output = None,
-    batch_size: opt.BatchSize = 1024,
+    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
     quiet: opt.Quiet = False,

@@ -26,7 +26,7 @@ from pixelguard.attacks.base import (
 )
 from pixelguard.data import Dataset, load_data
 from pixelguard.errors import ConfigError
-from pixelguard.models.base import Classifier
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier
 from pixelguard.models.loader import load_model
 
 DATA_PANEL = "Data options"
@@ -174,7 +174,7 @@ class ModelOptions:
     mean: str | None = None
     std: str | None = None
     output: str | None = None
-    batch_size: int = 1024
+    batch_size: int = DEFAULT_BATCH_SIZE
     trust_pickle: bool = False
     http_config: Path | None = None
 

@@ -23,7 +23,7 @@ from pixelguard.checks import check_images
 from pixelguard.defenses.detection_metrics import conformal_threshold
 from pixelguard.defenses.filters import Squeezer, median_deviation, parse_squeezer
 from pixelguard.errors import ConfigError, PixelguardError
-from pixelguard.models.base import Classifier, probabilities
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class Detector(ABC):
         fpr: float = 0.05,
         calibration_fraction: float = 0.5,
         seed: int = 0,
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if not 0.0 <= fpr <= 1.0:
             raise ConfigError(f"{self.name}: fpr must lie in [0, 1], got {fpr}")

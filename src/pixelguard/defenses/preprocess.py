@@ -36,7 +36,13 @@ from pixelguard.defenses.filters import (
     remove_outliers,
 )
 from pixelguard.errors import CapabilityError, ConfigError, ShapeError
-from pixelguard.models.base import Capabilities, Classifier, ClassifierWrapper, Differentiable
+from pixelguard.models.base import (
+    DEFAULT_BATCH_SIZE,
+    Capabilities,
+    Classifier,
+    ClassifierWrapper,
+    Differentiable,
+)
 from pixelguard.registry import Registry
 
 GradientRule = Literal["bpda", "none"]
@@ -93,7 +99,7 @@ class Preprocessor(ClassifierWrapper, ABC):
     _params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
-        self, model: Classifier, *, gradient: GradientRule = "bpda", batch_size: int = 1024
+        self, model: Classifier, *, gradient: GradientRule = "bpda", batch_size: int = DEFAULT_BATCH_SIZE
     ) -> None:
         if gradient not in ("bpda", "none"):
             raise ConfigError(f"{self.name}: gradient must be 'bpda' or 'none', got {gradient!r}")
@@ -226,7 +232,7 @@ class MedianFilter(Preprocessor):
         size: int = 3,
         *,
         gradient: GradientRule = "bpda",
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         super().__init__(model, gradient=gradient, batch_size=batch_size)
         if size < 2:
@@ -262,7 +268,7 @@ class OutlierPixelRemoval(Preprocessor):
         threshold: float = 0.5,
         *,
         gradient: GradientRule = "bpda",
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         super().__init__(model, gradient=gradient, batch_size=batch_size)
         if size < 2:
@@ -295,7 +301,7 @@ class BitDepthReduction(Preprocessor):
         bits: int = 3,
         *,
         gradient: GradientRule = "bpda",
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         super().__init__(model, gradient=gradient, batch_size=batch_size)
         if not 1 <= bits <= 8:
@@ -332,7 +338,7 @@ class JpegCompression(Preprocessor):
         quality: int = 75,
         *,
         gradient: GradientRule = "bpda",
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         super().__init__(model, gradient=gradient, batch_size=batch_size)
         if not 1 <= quality <= 95:
@@ -375,7 +381,7 @@ class RandomNoise(Preprocessor):
         *,
         seed: int | None = 0,
         gradient: GradientRule = "bpda",
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         super().__init__(model, gradient=gradient, batch_size=batch_size)
         if not sigma > 0:

@@ -11,7 +11,7 @@ from torch import nn
 
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ShapeError
-from pixelguard.models.base import InputSpec
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, InputSpec
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.training import TrainProgress, train_classifier
 from pixelguard.models.zoo import save_checkpoint
@@ -38,7 +38,7 @@ class TrainedModel:
     num_classes: int
     metrics: dict[str, Any]
 
-    def classifier(self, batch_size: int = 1024) -> TorchClassifier:
+    def classifier(self, batch_size: int = DEFAULT_BATCH_SIZE) -> TorchClassifier:
         """The network as a :class:`TorchClassifier` returning logits."""
         return TorchClassifier(
             self.module, self.input_shape, output="logits", batch_size=batch_size

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from pixelguard.errors import ConfigError, ModelError, PixelguardError
-from pixelguard.models.base import ArrayClassifier, InputSpec, OutputKind
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, ArrayClassifier, InputSpec, OutputKind
 
 
 class CallableClassifier(ArrayClassifier):
@@ -45,7 +45,7 @@ class CallableClassifier(ArrayClassifier):
         input_shape: tuple[int, int, int],
         spec: InputSpec | None = None,
         output: OutputKind | str | None = None,
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"CallableClassifier needs a callable, got {type(fn).__name__}")

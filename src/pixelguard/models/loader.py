@@ -29,7 +29,13 @@ import torch
 from torch import nn
 
 from pixelguard.errors import ConfigError, ModelError, PixelguardError, UnsafeLoadError
-from pixelguard.models.base import Classifier, InputSpec, OutputKind, parse_floats
+from pixelguard.models.base import (
+    DEFAULT_BATCH_SIZE,
+    Classifier,
+    InputSpec,
+    OutputKind,
+    parse_floats,
+)
 from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.resize import ResizeInput
@@ -88,7 +94,7 @@ def load_model(
     mean: str | Sequence[float] | None = None,
     std: str | Sequence[float] | None = None,
     output: str | None = None,
-    batch_size: int = 1024,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     trust_pickle: bool = False,
     device: str | None = None,
     http_config: str | Path | None = None,

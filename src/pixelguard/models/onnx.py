@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pixelguard.errors import ConfigError, ModelError, require
-from pixelguard.models.base import ArrayClassifier, InputSpec, OutputKind
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, ArrayClassifier, InputSpec, OutputKind
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class OnnxClassifier(ArrayClassifier):
         input_shape: tuple[int, int, int] | None = None,
         spec: InputSpec | None = None,
         output: OutputKind | str | None = None,
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         ort = require("onnxruntime", "onnx", "ONNX models")
         path = Path(path)

@@ -10,6 +10,7 @@ from torch import nn
 
 from pixelguard.errors import ConfigError, ModelError
 from pixelguard.models.base import (
+    DEFAULT_BATCH_SIZE,
     ArrayClassifier,
     Capabilities,
     InputSpec,
@@ -59,7 +60,7 @@ class TorchClassifier(ArrayClassifier):
         input_shape: tuple[int, int, int],
         spec: InputSpec | None = None,
         output: OutputKind | str | None = None,
-        batch_size: int = 1024,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         device: str | torch.device | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):

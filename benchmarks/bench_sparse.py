@@ -1,0 +1,616 @@
+"""Sparse (L0) attacks side by side: pixelguard Sparse-RS / corner scan / DE vs the peers.
+
+One process, one model per dataset and the same images for every attack:
+
+- pixelguard ``SparseRS(pixels=k)``: at k=1 with a budget above ``2**C * H * W`` it runs
+  the exact corner scan (``CornerSearch``); for k > 1 sparse random search;
+- pixelguard ``PixelDE(pixels=k)``, population 400;
+- ART ``PixelAttack`` (es=1 differential evolution, th=k, its fixed ~400 population,
+  ``max_iter`` set for the budget: 100 at the paper budget of 40,400 queries);
+- torchattacks ``OnePixel`` with ``popsize=400`` as the per-parameter multiplier, so its
+  real population is about 400 (``steps`` set for the budget: 100 at 40,400);
+- torchattacks ``Pixle`` (defaults) and foolbox ``SaltAndPepperNoiseAttack`` (defaults):
+  neither controls L0, so each runs once per dataset and, for every k, counts as a
+  success only where it changed at most k pixels.
+
+Every success is re-verified here: a fresh forward pass on the returned image gives a
+label other than the true one, the image lies in [0, 1], *and* at most k pixels
+differ from the clean image (a pixel differs when any channel moves by more than
+1e-6). Peer queries are counted by wrapping the model (:class:`CountingModule`);
+pixelguard's own per-image counts are cross-checked against the same wrapper.
+
+Example:
+    python benchmarks/bench_sparse.py --quick
+    python benchmarks/bench_sparse.py                      # digits and MNIST, k = 1, 3, 10
+    python benchmarks/bench_sparse.py --datasets cifar10 --n-images 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    CountingModule,
+    describe_machine,
+    load_average,
+    package_versions,
+    set_threads,
+)
+from _sparse_common import (  # noqa: E402
+    L0_TOLERANCE,
+    AttackOutput,
+    fooled_within,
+    query_grid,
+    strict_check,
+    summarise,
+)
+from bench_pixel import (  # noqa: E402
+    SHARED_DATASETS,
+    Task,
+    build_task,
+    run_art,
+    run_pixelguard,
+    run_torchattacks,
+)
+from pixelguard.attacks import SparseRS  # noqa: E402
+from pixelguard.attacks.corner_search import corner_search_cost  # noqa: E402
+from pixelguard.models.torch import TorchClassifier  # noqa: E402
+
+logger = logging.getLogger("benchmarks.sparse")
+
+DEFAULT_IMAGES = {"digits": 15, "mnist": 12, "cifar10": 10}
+"""Images per dataset in the default run (what fits ~40 minutes on a busy 2-core machine)."""
+PAPER_BUDGET = 400 * 101
+"""The one-pixel paper's budget: population 400, the initial one plus 100 generations."""
+DEFAULT_BUDGETS = {"digits": PAPER_BUDGET, "mnist": 400 * 11, "cifar10": 10_000}
+"""Queries per image: the paper's on digits (ART's default max_iter=100, OnePixel 100
+steps); 10 generations on MNIST, where every query costs a full CNN pass; on CIFAR-10
+10,000, just above the 8,192 candidates of the exact one-pixel corner scan."""
+PIXELGUARD = ("pg-sparse-rs", "pg-de")
+PER_K_PEERS = ("art", "onepixel")
+ANY_L0_PEERS = ("pixle", "saltpepper")
+"""Peers that do not control L0: run once per dataset, judged within each k."""
+ALL_PEERS = (*PER_K_PEERS, *ANY_L0_PEERS)
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+def _from_pixel_run(name: str, run: Any) -> AttackOutput:
+    """Convert a ``bench_pixel`` run record into this benchmark's raw output."""
+    notes = dict(run.notes)
+    notes["forward"] = run.forward.to_dict()
+    return AttackOutput(name, run.config, run.x_adv, run.queries, run.wall_seconds, notes)
+
+
+def run_sparse_rs(
+    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+) -> AttackOutput:
+    """pixelguard SparseRS on the whole batch (the corner scan at k=1, as it chooses)."""
+    attack = SparseRS(pixels=k, steps=budget - 1, budget=budget, seed=seed)
+    classifier = TorchClassifier(counting, task.input_shape, output="logits")
+    counting.reset()
+    start = time.perf_counter()
+    result = attack.run(classifier, task.x, task.y)
+    wall = time.perf_counter() - start
+    forward = counting.reset()
+    queries = result.queries.numpy()
+    n = int(task.x.shape[0])
+    # run() spends two uncounted verification passes (clean and adversarial batch).
+    notes = {
+        "corner_scan": k == 1 and budget > corner_search_cost(task.input_shape),
+        "attack_wall_time": round(result.wall_time, 4),
+        "claimed_success": int(result.success.sum()),
+        "wrapper_images_minus_reported": forward.images - int(queries.sum()) - 2 * n,
+        "forward": forward.to_dict(),
+    }
+    return AttackOutput("pg-sparse-rs", attack.to_dict(), result.x_adv, queries, wall, notes)
+
+
+def run_de(task: Task, counting: CountingModule, k: int, budget: int, seed: int) -> AttackOutput:
+    """pixelguard PixelDE, population 400, generations for the budget (``bench_pixel``'s)."""
+    return _from_pixel_run("pg-de", run_pixelguard(task, counting, k, budget, seed))
+
+
+def run_art_peer(
+    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+) -> AttackOutput:
+    """ART PixelAttack, es=1, th=k, max_iter for the budget (``bench_pixel``'s set-up)."""
+    return _from_pixel_run("art", run_art(task, counting, k, budget, seed))
+
+
+def run_onepixel(
+    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+) -> AttackOutput:
+    """torchattacks OnePixel, real population ~400, steps for the budget (``bench_pixel``'s)."""
+    return _from_pixel_run("onepixel", run_torchattacks(task, counting, k, budget, seed))
+
+
+def _one_image_at_a_time(
+    name: str,
+    task: Task,
+    counting: CountingModule,
+    attack_one: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, np.ndarray, float]:
+    """Run a per-image peer, counting each image's queries through the wrapper."""
+    advs, queries = [], []
+    n = int(task.x.shape[0])
+    start = time.perf_counter()
+    for i in range(n):
+        counting.reset()
+        advs.append(attack_one(task.x[i : i + 1], task.y[i : i + 1]))
+        queries.append(counting.reset().images)
+        if (i + 1) % 5 == 0 or i + 1 == n:
+            logger.info("  %s: %d/%d images, %.1f s", name, i + 1, n, time.perf_counter() - start)
+    return torch.cat(advs), np.array(queries, dtype=np.int64), time.perf_counter() - start
+
+
+def run_pixle(task: Task, counting: CountingModule, seed: int) -> AttackOutput:
+    """torchattacks Pixle with its defaults (20 restarts x 10 iterations, 2..10 px patches)."""
+    import torchattacks
+
+    np.random.seed(seed)  # Pixle draws from numpy's global RNG and takes no seed
+    attack = torchattacks.Pixle(counting, restarts=20, max_iterations=10)
+    config = {
+        "restarts": 20,
+        "max_iterations": 10,
+        "x_dimensions": [2, 10],
+        "y_dimensions": [2, 10],
+        "pixel_mapping": "random",
+        "update_each_iteration": False,
+    }
+    x_adv, queries, wall = _one_image_at_a_time(
+        "pixle", task, counting, lambda x, y: attack(x, y).detach()
+    )
+    return AttackOutput("pixle", config, x_adv, queries, wall)
+
+
+def run_saltpepper(task: Task, counting: CountingModule, seed: int) -> AttackOutput:
+    """foolbox SaltAndPepperNoiseAttack (1000 steps, whole batch); queries shared equally."""
+    import foolbox
+
+    torch.manual_seed(seed)  # foolbox draws its noise from torch's global RNG
+    fmodel = foolbox.PyTorchModel(counting.eval(), bounds=(0.0, 1.0))
+    attack = foolbox.attacks.SaltAndPepperNoiseAttack(steps=1000)
+    counting.reset()
+    start = time.perf_counter()
+    x_adv, _, _ = attack(fmodel, task.x, task.y, epsilons=None)
+    wall = time.perf_counter() - start
+    forward = counting.reset()
+    n = int(task.x.shape[0])
+    # Fully batched with no early stop: every image is in every forward call.
+    queries = np.full(n, forward.images // n, dtype=np.int64)
+    config = {"steps": 1000, "across_channels": True}
+    return AttackOutput(
+        "saltpepper", config, x_adv.detach(), queries, wall, {"forward": forward.to_dict()}
+    )
+
+
+PER_K_RUNNERS: dict[str, Callable[[Task, CountingModule, int, int, int], AttackOutput]] = {
+    "pg-sparse-rs": run_sparse_rs,
+    "pg-de": run_de,
+    "art": run_art_peer,
+    "onepixel": run_onepixel,
+}
+ANY_L0_RUNNERS: dict[str, Callable[[Task, CountingModule, int], AttackOutput]] = {
+    "pixle": run_pixle,
+    "saltpepper": run_saltpepper,
+}
+
+
+# --------------------------------------------------------------------------- records
+
+
+def record(
+    task: Task, output: AttackOutput, k: int, budget: int, check: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The verified, serialisable record of one attack at one k."""
+    summary = summarise(output, check, k, budget)
+    return {
+        "dataset": task.name,
+        "attack": output.attack,
+        "pixels": k,
+        "budget": budget,
+        "config": output.config,
+        "summary": summary["summary"],
+        "notes": output.notes,
+        "per_image": {
+            "success": summary["success"].tolist(),
+            "fooled_any_pixels": check["fooled"].tolist(),
+            "pixels_changed": check["pixels"].tolist(),
+            "pred_after": check["pred"].tolist(),
+            "queries": output.queries.tolist(),
+        },
+    }
+
+
+def run_dataset(
+    task: Task, ks: Sequence[int], attacks: Sequence[str], budget: int, seed: int
+) -> list[dict[str, Any]]:
+    """Every attack at every k on one task; returns the verified records."""
+    counting = CountingModule(task.module).eval()
+    n = int(task.x.shape[0])
+    records: list[dict[str, Any]] = []
+
+    def log(r: dict[str, Any]) -> None:
+        s = r["summary"]
+        logger.info(
+            "%s k=%d %s: success %d/%d, median queries %s, %.3f s/image",
+            task.name,
+            r["pixels"],
+            r["attack"],
+            s["successes"],
+            n,
+            s["median_queries"],
+            s["seconds_per_image"],
+        )
+
+    for name in (a for a in attacks if a in ANY_L0_RUNNERS):
+        logger.info("%s: %s on %d images (does not control L0; judged per k)", task.name, name, n)
+        output = ANY_L0_RUNNERS[name](task, counting, seed)
+        check = strict_check(task.module, task.x, task.y, output.x_adv)
+        for k in ks:
+            records.append(record(task, output, k, budget, check))
+            log(records[-1])
+    for k in ks:
+        for name in (a for a in attacks if a in PER_K_RUNNERS):
+            logger.info("%s k=%d: %s on %d images, budget %d", task.name, k, name, n, budget)
+            output = PER_K_RUNNERS[name](task, counting, k, budget, seed)
+            check = strict_check(task.module, task.x, task.y, output.x_adv)
+            records.append(record(task, output, k, budget, check))
+            log(records[-1])
+    return records
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def _by_attack(records: list[dict[str, Any]], dataset: str, k: int) -> dict[str, dict[str, Any]]:
+    return {
+        r["attack"]: r["summary"] for r in records if r["dataset"] == dataset and r["pixels"] == k
+    }
+
+
+def _best(rows: dict[str, dict[str, Any]], names: Sequence[str]) -> tuple[str | None, int]:
+    """The attack with most successes among ``names`` (ties: fewer median queries)."""
+    present = [n for n in names if n in rows]
+    if not present:
+        return None, 0
+    name = max(present, key=lambda a: (rows[a]["successes"], -(rows[a]["median_queries"] or 0)))
+    return name, rows[name]["successes"]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Evaluate the issue's targets (a), (b), (c) on the measured records."""
+    records, out = results["runs"], []
+    for dataset, info in results["datasets"].items():
+        cost = corner_search_cost(tuple(info["input_shape"]))
+        rows = _by_attack(records, dataset, 1)
+        if "pg-sparse-rs" in rows:
+            pg = rows["pg-sparse-rs"]
+            peer, peer_succ = _best(rows, ALL_PEERS)
+            out.append(
+                {
+                    "target": "a",
+                    "dataset": dataset,
+                    "k": 1,
+                    "met": pg["successes"] >= peer_succ and pg["max_queries"] <= cost,
+                    "detail": f"corner scan {pg['successes']}/{pg['n_images']} vs best peer "
+                    f"{peer} {peer_succ}; max queries {pg['max_queries']:,} "
+                    f"(bound 2^C*H*W = {cost:,})",
+                }
+            )
+        for k in (3, 10):
+            rows = _by_attack(records, dataset, k)
+            ours, ours_succ = _best(rows, PIXELGUARD)
+            peer, peer_succ = _best(rows, ALL_PEERS)
+            if ours is None or peer is None or "art" not in rows:
+                continue
+            pg, art = rows[ours], rows["art"]
+            q_ratio = _ratio(art["median_queries"], pg["median_queries"])
+            t_art = _ratio(art["seconds_per_image"], pg["seconds_per_image"])
+            t_op = _ratio(
+                rows.get("onepixel", {}).get("seconds_per_image"), pg["seconds_per_image"]
+            )
+            out.append(
+                {
+                    "target": "b",
+                    "dataset": dataset,
+                    "k": k,
+                    "met": ours_succ >= peer_succ
+                    and (q_ratio or 0) >= 10
+                    and (t_art or 0) >= 10
+                    and (t_op is None or t_op >= 10),
+                    "detail": f"{ours} {ours_succ}/{pg['n_images']} vs best peer {peer} {peer_succ}; "
+                    f"ART median queries / ours = {q_ratio}x; s/image ART / ours = {t_art}x, "
+                    f"OnePixel / ours = {t_op}x",
+                }
+            )
+        rows = _by_attack(records, dataset, 10)
+        if dataset != "digits" and {"pg-sparse-rs", "pg-de"} <= rows.keys():
+            rs, de = rows["pg-sparse-rs"], rows["pg-de"]
+            q_ratio = _ratio(de["median_queries"], rs["median_queries"])
+            out.append(
+                {
+                    "target": "c",
+                    "dataset": dataset,
+                    "k": 10,
+                    "met": rs["successes"] >= de["successes"] and (q_ratio or 0) >= 10,
+                    "detail": f"sparse-rs {rs['successes']}/{rs['n_images']} vs DE {de['successes']}; "
+                    f"DE median queries / sparse-rs = {q_ratio}x "
+                    f"({de['median_queries']} vs {rs['median_queries']})",
+                }
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def plot_curves(results: dict[str, Any], out: Path) -> list[str]:
+    """Success rate against queries (log x) per dataset and k: one PNG each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for dataset in results["datasets"]:
+        for k in results["pixels"]:
+            runs = [r for r in _ordered(results["runs"], dataset) if r["pixels"] == k]
+            if not runs:
+                continue
+            top = max(max(r["per_image"]["queries"]) for r in runs)
+            grid = query_grid(top)
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for r in runs:
+                curve = fooled_within(
+                    np.array(r["per_image"]["queries"]), np.array(r["per_image"]["success"]), grid
+                )
+                label = r["attack"] + (" (corner scan)" if r["notes"].get("corner_scan") else "")
+                ax.step(grid, 100 * curve, where="post", label=label)
+            ax.set_xscale("log")
+            ax.set_ylim(-2, 102)
+            ax.set_xlabel("queries per image (log scale)")
+            ax.set_ylabel(f"images fooled with <= {k} px (%)")
+            ax.set_title(f"{dataset}, k = {k}, {runs[0]['summary']['n_images']} images")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+            path = out / f"success_vs_queries_{dataset}_k{k}.png"
+            fig.tight_layout()
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(str(path))
+    return written
+
+
+def _fmt(value: float | int | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ordered(runs: list[dict[str, Any]], dataset: str) -> list[dict[str, Any]]:
+    """One dataset's records by k, pixelguard first, then the peers."""
+    order = {a: i for i, a in enumerate((*PIXELGUARD, *ALL_PEERS))}
+    mine = [r for r in runs if r["dataset"] == dataset]
+    return sorted(mine, key=lambda r: (r["pixels"], order[r["attack"]]))
+
+
+def _ratio_table(runs: list[dict[str, Any]], dataset: str) -> list[str]:
+    """Each peer against pixelguard's best attack at the same k."""
+    lines = [
+        f"Peers against pixelguard's best attack on {dataset} (success: pixelguard minus peer; "
+        "queries and time: peer / pixelguard, above 1 favours pixelguard)",
+        "",
+        "| k | pixelguard | peer | success diff | median queries | s / image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in sorted({r["pixels"] for r in runs if r["dataset"] == dataset}):
+        rows = _by_attack(runs, dataset, k)
+        ours, _ = _best(rows, PIXELGUARD)
+        if ours is None:
+            continue
+        pg = rows[ours]
+        for peer in (p for p in ALL_PEERS if p in rows):
+            s = rows[peer]
+            q, t = (
+                _ratio(s["median_queries"], pg["median_queries"]),
+                _ratio(s["seconds_per_image"], pg["seconds_per_image"]),
+            )
+            lines.append(
+                f"| {k} | {ours} | {peer} | {pg['successes'] - s['successes']:+d} "
+                f"| {_fmt(q, 2)}x | {_fmt(t, 2)}x |"
+            )
+    return lines
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """Per dataset and k: the table of every attack; then pixelguard's ratios and targets."""
+    lines: list[str] = []
+    for dataset, info in results["datasets"].items():
+        lines += [
+            f"#### {dataset}: {info['n_images']} images, model {info['arch']} "
+            f"(clean accuracy on the attack pool {info['pool_accuracy']:.1%}), "
+            f"budget {info['budget']:,} queries per image",
+            "",
+            "| k | attack | success (<= k px) | fooled (any px) | median px (succ.) "
+            "| median queries | median queries (succ.) | max queries | s / image |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in _ordered(results["runs"], dataset):
+            s = r["summary"]
+            name = r["attack"] + (" (corner scan)" if r["notes"].get("corner_scan") else "")
+            lines.append(
+                f"| {r['pixels']} | {name} | {s['success_rate']:.0%} ({s['successes']}/"
+                f"{s['n_images']}) | {s['fooled_any_pixels']} (median "
+                f"{_fmt(s['median_pixels_fooled'])} px) | {_fmt(s['median_pixels_success'])} "
+                f"| {_fmt(s['median_queries'])} | {_fmt(s['median_queries_success'])} "
+                f"| {_fmt(s['max_queries'])} | {_fmt(s['seconds_per_image'], 3)} |"
+            )
+        lines += ["", *_ratio_table(results["runs"], dataset), ""]
+    lines += [
+        "#### Targets",
+        "",
+        "| target | dataset | k | met | figures |",
+        "|---|---|---|---|---|",
+    ]
+    for t in results["targets"]:
+        lines.append(
+            f"| {t['target']} | {t['dataset']} | {t['k']} | {'yes' if t['met'] else 'NO'} "
+            f"| {t['detail']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--datasets",
+        default="digits,mnist",
+        help="comma-separated: digits, mnist, cifar10 (default: digits,mnist)",
+    )
+    parser.add_argument("--pixels", default="1,3,10", help="comma-separated k (default: 1,3,10)")
+    parser.add_argument(
+        "--n-images",
+        type=int,
+        default=None,
+        help="images per dataset, the same for every attack (default: "
+        + ", ".join(f"{d} {n}" for d, n in DEFAULT_IMAGES.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="queries per image for every attack (default per dataset: digits 40,400 = "
+        "the paper's, ART's default max_iter=100; mnist 4,400 = 10 generations; "
+        "cifar10 10,000)",
+    )
+    parser.add_argument(
+        "--attacks",
+        default=",".join((*PIXELGUARD, *ALL_PEERS)),
+        help="comma-separated subset of the attacks (default: all)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared 2-core machine, 2 "
+        "OpenMP threads contend and every forward pass gets far slower)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed for training, images, attacks")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=SHARED_DATASETS,
+        help="folder holding mnist/ and cifar10-jpg.tar.gz",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench-out/sparse"), help="output folder")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 3 images, k=1,3, budget 2,000, 2-epoch models",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    args.datasets = _csv(args.datasets)
+    unknown = set(args.datasets) - set(DEFAULT_IMAGES)
+    if unknown:
+        parser.error(f"unknown dataset(s): {', '.join(sorted(unknown))}")
+    args.attacks = _csv(args.attacks)
+    unknown = set(args.attacks) - {*PIXELGUARD, *ALL_PEERS}
+    if unknown:
+        parser.error(f"unknown attack(s): {', '.join(sorted(unknown))}")
+    args.pixels = [int(v) for v in _csv(args.pixels)]
+    if args.quick:
+        args.pixels = args.pixels[:2]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; write results.json, results.md and the plots; print the tables."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    logging.getLogger("art").setLevel(logging.WARNING)
+    threads = set_threads(args.threads)
+    started = dt.datetime.now(dt.timezone.utc)
+    results: dict[str, Any] = {
+        "command": shlex.join(
+            ["python", "benchmarks/bench_sparse.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": describe_machine(),
+        "load_average_start": load_average(),
+        "versions": package_versions(
+            [
+                "pixelguard",
+                "torch",
+                "numpy",
+                "adversarial-robustness-toolbox",
+                "torchattacks",
+                "foolbox",
+                "matplotlib",
+            ]
+        ),
+        "threads": threads,
+        "l0_tolerance": L0_TOLERANCE,
+        "pixels": args.pixels,
+        "attacks": args.attacks,
+        "datasets": {},
+        "runs": [],
+    }
+    for name in args.datasets:
+        n_images = args.n_images or (3 if args.quick else DEFAULT_IMAGES[name])
+        budget = args.budget or (2000 if args.quick else DEFAULT_BUDGETS[name])
+        task: Task = build_task(name, n_images, args.seed, args.quick, args.data_dir)
+        results["datasets"][name] = {
+            **task.info,
+            "n_images": n_images,
+            "budget": budget,
+            "input_shape": list(task.input_shape),
+        }
+        start = time.perf_counter()
+        results["runs"] += run_dataset(task, args.pixels, args.attacks, budget, args.seed)
+        results["datasets"][name]["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results["targets"] = check_targets(results)
+    results["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    results["load_average_end"] = load_average()
+    results["wall_seconds"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results["plots"] = plot_curves(results, args.out)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    table = render_markdown(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -104,9 +104,12 @@ class BudgetOutcome:
         pred: the worst-case prediction: the breaking attack's, else the clean one.
         queries: queries spent on each image over the budget's attacks.
         l0_pixels, l2, linf: distance of each breaking adversarial (0 where unbroken).
+        x_adv: the worst-case image: the breaking adversarial, else the original.
+        confidence: the model's probability of ``pred`` on ``x_adv``.
 
     Shape:
-        every tensor: (N,), N = the images evaluated.
+        x_adv: (N, C, H, W) float32 in [0, 1]; every other tensor: (N,), N = the
+        images evaluated.
     """
 
     label: str
@@ -117,6 +120,8 @@ class BudgetOutcome:
     l0_pixels: torch.Tensor
     l2: torch.Tensor
     linf: torch.Tensor
+    x_adv: torch.Tensor
+    confidence: torch.Tensor
 
     @property
     def robust_accuracy(self) -> float:
@@ -131,6 +136,7 @@ class BudgetOutcome:
                 "robust": bool(self.robust[i]),
                 "broken_by": self.broken_by[i],
                 "pred": int(self.pred[i]),
+                "confidence": round(float(self.confidence[i]), 6),
                 "queries": int(self.queries[i]),
                 "pixels_changed": int(self.l0_pixels[i]),
                 "l2": round(float(self.l2[i]), 6),
@@ -145,12 +151,15 @@ class Evaluation:
     """The worst-case robustness of one model under one suite.
 
     Shape:
-        y, clean_pred: (N,) int64, N = ``n_images``.
+        x: (N, C, H, W) float32, the images evaluated; y, clean_pred: (N,) int64;
+        clean_confidence: (N,) float32, the probability of ``clean_pred``.
     """
 
     suite: str
+    x: torch.Tensor
     y: torch.Tensor
     clean_pred: torch.Tensor
+    clean_confidence: torch.Tensor
     num_classes: int
     class_names: list[str] | None
     output: str
@@ -179,6 +188,15 @@ class Evaluation:
             "schema_version": EVALUATION_SCHEMA,
             "suite": self.suite,
             "n_images": self.n_images,
+            "images": [
+                {
+                    "index": i,
+                    "label": int(self.y[i]),
+                    "clean_pred": int(self.clean_pred[i]),
+                    "clean_confidence": round(float(self.clean_confidence[i]), 6),
+                }
+                for i in range(self.n_images)
+            ],
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "output": self.output,
@@ -232,13 +250,15 @@ def evaluate(
         parse_budget_label(entry.budget_label)
     start = time.perf_counter()
     x, y = dataset.x[:limit], dataset.y[:limit]
-    clean_pred, _ = _predict(model, x)
+    clean_pred, clean_confidence = _predict(model, x)
     logger.info("clean accuracy %.4f on %d images", float((clean_pred == y).float().mean()), len(y))
     budgets: list[BudgetOutcome] = []
     stats: list[AttackStats] = []
     finished = 0
     for label in suite.budgets():
-        outcome, budget_stats = _run_budget(model, x, y, clean_pred, label, suite.attacks_at(label))
+        outcome, budget_stats = _run_budget(
+            model, x, y, clean_pred, clean_confidence, label, suite.attacks_at(label)
+        )
         budgets.append(outcome)
         stats += budget_stats
         finished += len(budget_stats)
@@ -252,8 +272,10 @@ def evaluate(
         per_class[outcome.label] = per_class_report(y, outcome.pred, model.num_classes)
     return Evaluation(
         suite=suite.name,
+        x=x,
         y=y,
         clean_pred=clean_pred,
+        clean_confidence=clean_confidence,
         num_classes=model.num_classes,
         class_names=dataset.class_names,
         output=output,
@@ -280,6 +302,7 @@ def _run_budget(
     x: torch.Tensor,
     y: torch.Tensor,
     clean_pred: torch.Tensor,
+    clean_confidence: torch.Tensor,
     label: str,
     attacks: list[Attack],
 ) -> tuple[BudgetOutcome, list[AttackStats]]:
@@ -288,6 +311,8 @@ def _run_budget(
     robust = (clean_pred == y).clone()
     broken_by: list[str | None] = [None] * n
     pred = clean_pred.clone()
+    confidence = clean_confidence.clone()
+    x_adv = x.clone()
     queries = torch.zeros(n, dtype=torch.int64)
     l0 = torch.zeros(n, dtype=torch.int64)
     dist_l2 = torch.zeros(n)
@@ -301,6 +326,8 @@ def _run_budget(
         queries[todo] += result.queries.cpu()
         robust[fooled] = False
         pred[todo] = result.pred_after.cpu()
+        confidence[todo] = result.conf_after.cpu().float()
+        x_adv[fooled] = result.x_adv.cpu()[result.success.cpu()]
         l0[todo] = result.l0_pixels.cpu()
         dist_l2[todo] = result.l2.cpu().float()
         dist_linf[todo] = result.linf.cpu().float()
@@ -324,7 +351,9 @@ def _run_budget(
                 beats_white_box=beats,
             )
         )
-    outcome = BudgetOutcome(label, robust, broken_by, pred, queries, l0, dist_l2, dist_linf)
+    outcome = BudgetOutcome(
+        label, robust, broken_by, pred, queries, l0, dist_l2, dist_linf, x_adv, confidence
+    )
     return outcome, stats
 
 

@@ -12,11 +12,7 @@ from pixelguard.cli.output import files_line, percent
 from pixelguard.evaluate.runner import Evaluation, evaluate
 from pixelguard.evaluate.suite import build_suite
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
-from pixelguard.report.evaluation import (
-    verdict,
-    write_evaluation_json,
-    write_evaluation_markdown,
-)
+from pixelguard.report.evaluation import verdict, write_evaluation_report
 
 
 def evaluate_command(
@@ -100,10 +96,7 @@ def evaluate_command(
         evaluation = evaluate(
             classifier, dataset, attack_suite, limit=limit, progress=opt.images_progress(bar)
         )
-    paths = [
-        write_evaluation_json(out / "report.json", evaluation),
-        write_evaluation_markdown(out / "report.md", evaluation),
-    ]
+    paths = write_evaluation_report(out, evaluation)
     _echo_evaluation(evaluation, dataset.source)
     typer.echo(files_line(paths))
 

@@ -87,3 +87,16 @@ def write_evaluation_markdown(path: str | Path, evaluation: Evaluation) -> Path:
         handle.write(encoded)
 
     return atomic_write(path, write)
+
+
+def write_evaluation_report(out_dir: str | Path, evaluation: Evaluation) -> list[Path]:
+    """Write every report of an evaluation into ``out_dir``: report.json and report.md.
+
+    Returns:
+        The paths written.
+    """
+    out = Path(out_dir)
+    return [
+        write_evaluation_json(out / "report.json", evaluation),
+        write_evaluation_markdown(out / "report.md", evaluation),
+    ]

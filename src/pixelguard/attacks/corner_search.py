@@ -85,8 +85,8 @@ class CornerSearch(Attack):
         checks: how many slices the scan is split into; each image stops after the
             first slice that fools the model.
         seed: seed for the scan order.
-        budget: hard limit on queries per image; at least ``1 + 2**C * H * W`` makes
-            the scan complete.
+        budget: hard limit on queries per image; ``2**C * H * W`` makes the scan
+            complete (it spends no clean query: its candidates tell all it needs).
 
     References:
         Croce, Andriushchenko, Singh, Flammarion, Hein. "Sparse-RS: a versatile
@@ -104,6 +104,9 @@ class CornerSearch(Attack):
         super().__post_init__()
         if self.checks < 1:
             raise ConfigError(f"corner-search: checks must be at least 1, got {self.checks}")
+
+    def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
+        return True
 
     def _run(self, state: AttackState) -> None:
         scan_single_corner_pixels(state, state.unfooled, self.checks)

@@ -148,9 +148,17 @@ class SparseRS(Attack):
         if not 0.0 < self.p_init <= 1.0:
             raise ConfigError(f"sparse-rs: p_init must lie in (0, 1], got {self.p_init}")
 
+    def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
+        """k = 1 with a budget that covers every corner: the exact scan runs instead."""
+        cost = corner_search_cost(shape)
+        return (
+            self.pixels == 1
+            and self.exact_single_pixel
+            and (self.budget is None or self.budget >= cost)
+        )
+
     def _run(self, state: AttackState) -> None:
-        cost = corner_search_cost(tuple(state.x.shape[1:]))
-        if self.pixels == 1 and self.exact_single_pixel and (self.budget is None or self.budget > cost):
+        if self._scans_without_clean_query(tuple(state.x.shape[1:])):
             scan_single_corner_pixels(state, state.unfooled, checks=16)
             return
         sparse_random_search(

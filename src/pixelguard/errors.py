@@ -47,6 +47,10 @@ class ConfigError(PixelguardError, ValueError):
     """An attack, model or command option has an invalid value."""
 
 
+class ReportError(PixelguardError):
+    """A report folder or file is missing, unreadable, or of a layout this version cannot read."""
+
+
 def require(module: str, extra: str, feature: str) -> object:
     """Import an optional dependency or raise :class:`MissingDependencyError`.
 

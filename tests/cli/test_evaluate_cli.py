@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
+from tqdm import tqdm
+
+from pixelguard.cli.evaluate import _evaluation_progress
 
 
 def test_evaluate_writes_both_reports_and_prints_the_table(cli, model_factory, tmp_path):
@@ -35,3 +39,52 @@ def test_dense_suite_of_a_model_without_gradients_is_one_error_line(cli, tmp_pat
     )  # fmt: skip
     assert result.stderr.startswith("error: the dense suite runs Linf PGD, which needs gradients")
     assert not (tmp_path / "eval").exists()
+
+
+def _timing_free(report: dict) -> dict:
+    """report.json without wall times and creation time."""
+    for key in ("wall_time", "created"):
+        del report[key]
+    for attack in report["attacks"]:
+        del attack["seconds"]
+    return report
+
+
+def test_evaluate_resumes_its_checkpoint_and_refuses_another_suite(cli, model_factory, tmp_path):
+    out = tmp_path / "eval"
+    args = (
+        "evaluate", "--model", model_factory, "--input-shape", "1,8,8", "--data", "digits",
+        "--pixels", "1", "--budget", "20", "--limit", "8", "--shard-size", "4", "--quiet",
+        "--out", out,
+    )  # fmt: skip
+    cli(*args)
+    first = json.loads((out / "report.json").read_text())
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["chunks_done"] == [0, 1] and state["identity"]["shard_size"] == 4
+    resumed = cli(*args, "--resume")
+    assert _timing_free(json.loads((out / "report.json").read_text())) == _timing_free(first)
+    assert "pixels=1" in resumed.stdout
+    refused = cli(*args, "--resume", "--pixels", "3", code=2)
+    change = "suite (entries[0].budget_label: 'pixels=1' -> 'pixels=3'"
+    assert refused.stderr.startswith("error: the checkpoint in ") and change in refused.stderr
+    assert refused.stderr.count("\n") == 1
+
+
+def test_an_unknown_backend_is_one_error_line(cli, model_factory, tmp_path):
+    result = cli(
+        "evaluate", "--model", model_factory, "--input-shape", "1,8,8", "--data", "digits",
+        "--backend", "spark", "--out", tmp_path / "eval", code=2,
+    )  # fmt: skip
+    assert result.stderr == "error: backend must be one of local, ray, got 'spark'\n"
+    assert not (tmp_path / "eval").exists()
+
+
+def test_the_progress_bar_counts_images_and_shows_the_worst_robust_accuracy():
+    with tqdm(file=io.StringIO()) as bar:
+        update = _evaluation_progress(bar)
+        assert update is not None
+        update(0, 12, {})
+        update(4, 12, {"pixels=1": 0.75, "pixels=3": 0.25})
+        assert (bar.n, bar.total) == (4, 12)
+        assert bar.postfix == "robust 25.0% @pixels=3"
+    assert _evaluation_progress(None) is None

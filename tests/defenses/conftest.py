@@ -1,4 +1,4 @@
-"""Fixtures shared by the defense tests: a batch of few-pixel adversarial digits."""
+"""Fixtures shared by the defense tests: few-pixel adversarial digits and a fitted detector."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pixelguard.attacks import SparseRS
+from pixelguard.defenses.detect import IsolatedPixelDetector
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,10 @@ def rs_adversarials(correct_digits, digits_model) -> tuple[torch.Tensor, torch.T
     ok = result.success
     assert int(ok.sum()) >= 40, f"sparse-rs fooled only {int(ok.sum())} of 60 digits"
     return x[ok], y[ok], result.x_adv[ok]
+
+
+@pytest.fixture(scope="session")
+def detector(digits) -> IsolatedPixelDetector:
+    """An isolated-pixel detector (top 2, 5% FPR) calibrated on 900 shuffled clean digits."""
+    shuffled = digits[0][torch.randperm(1797, generator=torch.Generator().manual_seed(0))]
+    return IsolatedPixelDetector(top=2, fpr=0.05).fit(shuffled[:900])

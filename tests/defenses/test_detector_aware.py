@@ -6,16 +6,9 @@ import pytest
 import torch
 
 from pixelguard.attacks import SparseRS
-from pixelguard.defenses.detect import IsolatedPixelDetector
 from pixelguard.defenses.detector_aware import DetectorAwareClassifier
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import Classifier, OutputKind
-
-
-@pytest.fixture(scope="module")
-def detector(digits) -> IsolatedPixelDetector:
-    shuffled = digits[0][torch.randperm(1797, generator=torch.Generator().manual_seed(0))]
-    return IsolatedPixelDetector(top=2, fpr=0.05).fit(shuffled[:900])
 
 
 def test_argmax_is_the_detection_class_exactly_when_flagged(digits, digits_model, detector) -> None:
@@ -64,3 +57,21 @@ def test_evades_rejects_detected_and_correct_predictions(digits, digits_model, d
 def test_bad_gain_raises(digits_model, detector) -> None:
     with pytest.raises(ConfigError):
         DetectorAwareClassifier(digits_model, detector, gain=0.0)
+
+
+def test_untargeted_sparse_rs_never_counts_the_detected_class_as_success(
+    correct_digits, digits_model, detector
+) -> None:
+    x, y = correct_digits[0][:60], correct_digits[1][:60]
+    combined = DetectorAwareClassifier(digits_model, detector)
+    result = SparseRS(pixels=3, steps=300, seed=0).run(combined, x, y)
+    assert float(result.success.float().mean()) >= 0.3
+    assert not bool((result.pred_after[result.success] == combined.detected_class).any())
+    assert torch.equal(result.success, combined.evades(result.x_adv, y))
+
+
+def test_targeting_the_detected_class_is_refused(correct_digits, digits_model, detector) -> None:
+    x, y = correct_digits[0][:4], correct_digits[1][:4]
+    combined = DetectorAwareClassifier(digits_model, detector)
+    with pytest.raises(ConfigError, match="reject class"):
+        SparseRS(pixels=1, steps=10).run(combined, x, y, target=combined.detected_class)

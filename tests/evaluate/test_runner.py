@@ -105,6 +105,37 @@ def test_a_black_box_success_after_a_white_box_failure_is_flagged():
     assert [f.code for f in evaluation.flags] == ["black-box-beats-white-box"]
 
 
+def _interleaved_suite() -> Suite:
+    """Two budgets, their entries interleaved; fresh attacks (they record what they saw)."""
+    return Suite(
+        "fake",
+        [
+            SuiteEntry("linf=0.1", WhiteBoxMarkerAttack(fools=(1,))),
+            SuiteEntry("pixels=1", MarkerAttack(fools=(4, 7))),
+            SuiteEntry("linf=0.1", MarkerAttack(fools=(1, 2, 7))),
+        ],
+    )
+
+
+def test_shards_merge_into_the_evaluation_of_a_single_shard(timing_free):
+    model = MarkerModel(gradients=True)
+    whole = evaluate(model, _marked_dataset(), _interleaved_suite())
+    sharded = evaluate(model, _marked_dataset(), _interleaved_suite(), shard_size=3)
+    assert timing_free(sharded) == timing_free(whole)
+    linf, pixels = sharded.budgets
+    assert linf.broken_by == [None, "white-marker", "marker"] + [None] * 4 + ["marker"] + [None] * 2
+    assert pixels.broken_by == [None] * 4 + ["marker"] + [None] * 2 + ["marker"] + [None] * 2
+    stats = [
+        (s.budget, s.attack, s.n_attacked, s.n_fooled, s.beats_white_box) for s in sharded.attacks
+    ]
+    assert stats == [
+        ("linf=0.1", "white-marker", 9, 1, 0),
+        ("linf=0.1", "marker", 8, 2, 2),
+        ("pixels=1", "marker", 9, 2, 0),
+    ]
+    assert [f.code for f in sharded.flags] == ["black-box-beats-white-box"]
+
+
 def test_pixel_suite_on_digits_is_monotone_and_below_clean(digits_model, held_out):
     suite = build_suite("pixel", pixels=(1, 3, 10), budget=100, gradients=True)
     assert [e.attack.name for e in suite.entries[:2]] == ["sparse-pgd", "sparse-rs"]

@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import abstractmethod
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from typing import ClassVar, Literal, NamedTuple
 import torch
 from torch.nn import functional as F
 
-from pixelguard.attacks._population import is_adversarial
+from pixelguard.attacks._population import best_other, is_adversarial
 from pixelguard.attacks.base import Attack, AttackState
 from pixelguard.errors import CapabilityError, ConfigError
 from pixelguard.models.queries import QueryCounter
@@ -97,7 +98,7 @@ class Schedule(NamedTuple):
     random_start: bool
 
 
-def objective(kind: GradientLoss) -> ObjectiveFunction:
+def objective(kind: GradientLoss, reject_class: int | None = None) -> ObjectiveFunction:
     """The per-image objective an attack maximises, from logits.
 
     ``"ce"``: the cross-entropy of the true class (untargeted) or minus that of the
@@ -106,6 +107,10 @@ def objective(kind: GradientLoss) -> ObjectiveFunction:
     it does not saturate on confident models the way cross-entropy does (Carlini and
     Wagner, arXiv:1608.04644). Log-probabilities work in place of logits.
 
+    With a reject class ``r`` (untargeted only), the margin's ``max`` skips ``r`` and
+    the cross-entropy is that of the answers that do not fool the model,
+    ``-log(p_y + p_r)``, so neither objective rewards a rejected input.
+
     Shape:
         logits: (M, K); label, target: (M,) -> (M,).
     """
@@ -113,11 +118,17 @@ def objective(kind: GradientLoss) -> ObjectiveFunction:
     def value(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         cls = label if target is None else target
         if kind == "ce":
-            ce = F.cross_entropy(logits, cls, reduction="none")
-            return ce if target is None else -ce
+            if target is not None:
+                return -F.cross_entropy(logits, cls, reduction="none")
+            if reject_class is None:
+                return F.cross_entropy(logits, cls, reduction="none")
+            logp = F.log_softmax(logits, dim=1)
+            own_logp = logp.gather(1, cls.view(-1, 1)).squeeze(1)
+            return -torch.logaddexp(own_logp, logp[:, reject_class])
         own = logits.gather(1, cls.view(-1, 1)).squeeze(1)
-        others = logits.scatter(1, cls.view(-1, 1), float("-inf")).amax(dim=1)
-        return others - own if target is None else own - others
+        if target is not None:
+            return own - best_other(logits, cls)
+        return best_other(logits, cls, reject_class) - own
 
     return value
 
@@ -197,13 +208,19 @@ class GradientAttack(Attack):
     def _schedule(self) -> Schedule:
         """Steps, step size, restarts and random start of this configuration."""
 
-    def _loss(self, logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def _loss(
+        self,
+        logits: torch.Tensor,
+        label: torch.Tensor,
+        target: torch.Tensor | None,
+        reject_class: int | None = None,
+    ) -> torch.Tensor:
         """Per-image objective to maximise; default: :func:`objective` of ``loss``.
 
         Shape:
             logits: (M, K); label, target: (M,) -> (M,).
         """
-        return objective(self.loss)(logits, label, target)
+        return objective(self.loss, reject_class)(logits, label, target)
 
     def _normalize_grad(self, grad: torch.Tensor) -> torch.Tensor:
         """Step direction from the raw gradient; default: the gradient itself.
@@ -231,6 +248,65 @@ class GradientAttack(Attack):
         """
         return torch.zeros_like(x)
 
+    def _start(
+        self, clean: torch.Tensor, generator: torch.Generator, random_start: bool
+    ) -> torch.Tensor:
+        """The first iterate: ``clean``, or a random point of the threat model around it.
+
+        Shape:
+            clean: (M, C, H, W) -> (M, C, H, W) in [0, 1].
+        """
+        if not random_start:
+            return clean.clone()
+        return (clean + self._project(self._random_start(clean, generator), clean)).clamp(0.0, 1.0)
+
+    def _step(
+        self, clean: torch.Tensor, current: torch.Tensor, grad: torch.Tensor, step_size: float
+    ) -> torch.Tensor:
+        """One step along the normalised gradient, projected and clipped.
+
+        Shape:
+            clean, current, grad: (M, C, H, W) -> (M, C, H, W) in [0, 1].
+        """
+        delta = current - clean + step_size * self._normalize_grad(grad)
+        return (clean + self._project(delta, clean)).clamp(0.0, 1.0)
+
+    def maximize_loss(
+        self,
+        logits_fn: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        objective_fn: ObjectiveFunction | None = None,
+    ) -> torch.Tensor:
+        """The inner maximisation of adversarial training: the last iterate of one run.
+
+        Unlike :meth:`run`, nothing is counted, verified or stopped early: every image
+        takes all ``steps`` steps from a random point of the threat model, and the
+        final points are returned whether they fool the model or not (Madry et al.).
+
+        Args:
+            logits_fn: differentiable logits of a batch, e.g. a module in eval mode.
+            x: clean images.
+            y: their labels.
+            generator: the random start's randomness.
+            objective_fn: what to maximise instead of the attack's untargeted loss
+                (e.g. TRADES's KL divergence to the clean prediction).
+
+        Shape:
+            x: (M, C, H, W) float32 in [0, 1]; y: (M,) -> (M, C, H, W), detached.
+        """
+        schedule = self._schedule()
+        loss_fn = objective_fn if objective_fn is not None else self._loss
+        current = self._start(x, generator, random_start=True)
+        for _ in range(schedule.steps):
+            point = current.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(loss_fn(logits_fn(point), y, None).sum(), point)
+            current = self._step(x, current, grad, schedule.step_size)
+        return current.detach()
+
     def _run(self, state: AttackState) -> None:
         schedule = self._schedule()
         active = state.unfooled
@@ -255,8 +331,8 @@ class GradientAttack(Attack):
         fooled = torch.zeros(images.numel(), dtype=torch.bool, device=x.device)
         slot = torch.arange(images.numel(), device=x.device)
         clean = x[images]
-        delta = self._random_start(clean, state.generator) if random_start else torch.zeros_like(clean)
-        current = (clean + self._project(delta, clean)).clamp(0.0, 1.0)
+        current = self._start(clean, state.generator, random_start)
+        loss_fn = functools.partial(self._loss, reject_class=state.reject_class)
         for step in range(schedule.steps + 1):
             rows = images[slot]
             affordable = state.remaining(rows)
@@ -264,18 +340,19 @@ class GradientAttack(Attack):
             check = ~go & (affordable >= 1)
             if bool(check.any()):
                 scores = model.predict(current[check], index=rows[check].cpu())
-                won = is_adversarial(scores, y[rows[check]], state.target_of(rows[check]))
+                won = is_adversarial(
+                    scores, y[rows[check]], state.target_of(rows[check]), state.reject_class
+                )
                 self._record(x_adv, fooled, rows[check][won], slot[check][won], current[check][won])
             if not bool(go.any()):
                 break
             rows, slot, clean, current = rows[go], slot[go], clean[go], current[go]
             tgt = state.target_of(rows)
-            logits, grad = loss_gradient(model, current, rows, y[rows], tgt, self._loss)
-            won = is_adversarial(logits, y[rows], tgt)
+            logits, grad = loss_gradient(model, current, rows, y[rows], tgt, loss_fn)
+            won = is_adversarial(logits, y[rows], tgt, state.reject_class)
             self._record(x_adv, fooled, rows[won], slot[won], current[won])
             slot, clean, current, grad = slot[~won], clean[~won], current[~won], grad[~won]
-            delta = current - clean + schedule.step_size * self._normalize_grad(grad)
-            current = (clean + self._project(delta, clean)).clamp(0.0, 1.0)
+            current = self._step(clean, current, grad, schedule.step_size)
             state.report(state.n_images - images.numel() + int(fooled.sum()))
         return fooled
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from pixelguard.attacks.base import AttackState
+from pixelguard.attacks.base import AttackState, fools
 from pixelguard.models.base import OutputKind, log_probabilities, probabilities
 
 _MAX_ELEMENTS_PER_CALL = 1 << 25
@@ -67,7 +67,7 @@ def score_candidates(
         scores = state.model.predict(images, index=part.cpu())
         label, tgt = state.y[part], state.target_of(part)
         losses.append(loss_fn(scores, label, tgt))
-        fooled.append(is_adversarial(scores, label, tgt))
+        fooled.append(is_adversarial(scores, label, tgt, state.reject_class))
     if not losses:
         empty = torch.zeros(0, device=x.device)
         return empty, empty.bool()
@@ -135,40 +135,71 @@ def distinct_indices(
     return torch.cat(picks, dim=2)
 
 
-def margin_loss(output: OutputKind) -> LossFunction:
+def best_other(
+    scores: torch.Tensor, cls: torch.Tensor, reject_class: int | None = None
+) -> torch.Tensor:
+    """Each row's highest score over the classes other than ``cls`` and ``reject_class``.
+
+    Autograd-safe (the excluded classes are masked, not written in place).
+
+    Shape:
+        scores: (M, K); cls: (M,) -> (M,).
+    """
+    excluded = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, cls.view(-1, 1), True)
+    if reject_class is not None:
+        excluded[:, reject_class] = True
+    return scores.masked_fill(excluded, float("-inf")).amax(dim=1)
+
+
+def margin_loss(output: OutputKind, reject_class: int | None = None) -> LossFunction:
     """The log-probability margin, negative exactly when a candidate fools the model.
 
-    Untargeted: ``log p_y - max_{j != y} log p_j``; targeted: ``max_{j != t} log p_j -
-    log p_t``. Log-probabilities do not saturate the way probabilities do on confident
-    models, so the search still sees improvements where ``p_y`` rounds to 1.
+    Untargeted: ``log p_y - max_{j != y, r} log p_j`` (``r``: the model's reject
+    class, never a way to fool it); targeted: ``max_{j != t} log p_j - log p_t``.
+    Log-probabilities do not saturate the way probabilities do on confident models,
+    so the search still sees improvements where ``p_y`` rounds to 1.
     """
 
     def loss(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         logp = log_probabilities(scores, output)
         cls = label if target is None else target
         own = logp.gather(1, cls.view(-1, 1)).squeeze(1)
-        others = logp.scatter(1, cls.view(-1, 1), float("-inf")).amax(dim=1)
-        return own - others if target is None else others - own
+        if target is not None:
+            return best_other(logp, cls) - own
+        return own - best_other(logp, cls, reject_class)
 
     return loss
 
 
-def probability_loss(output: OutputKind) -> LossFunction:
-    """The one-pixel paper's fitness: ``p_y`` (untargeted) or ``-p_t`` (targeted)."""
+def probability_loss(output: OutputKind, reject_class: int | None = None) -> LossFunction:
+    """The one-pixel paper's fitness: ``p_y`` (untargeted) or ``-p_t`` (targeted).
+
+    With a reject class ``r`` the untargeted fitness is ``p_y + p_r``, the
+    probability of an answer that does not fool the model.
+    """
 
     def loss(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         probs = probabilities(scores, output)
-        if target is None:
-            return probs.gather(1, label.view(-1, 1)).squeeze(1)
-        return -probs.gather(1, target.view(-1, 1)).squeeze(1)
+        if target is not None:
+            return -probs.gather(1, target.view(-1, 1)).squeeze(1)
+        own = probs.gather(1, label.view(-1, 1)).squeeze(1)
+        return own if reject_class is None else own + probs[:, reject_class]
 
     return loss
 
 
-def is_adversarial(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Whether each row's top class fools the model: (M, K) scores -> (M,) bool."""
-    pred = scores.argmax(dim=1)
-    return pred != label if target is None else pred == target
+def is_adversarial(
+    scores: torch.Tensor,
+    label: torch.Tensor,
+    target: torch.Tensor | None,
+    reject_class: int | None = None,
+) -> torch.Tensor:
+    """Whether each row's top class fools the model (see :func:`~pixelguard.attacks.base.fools`).
+
+    Shape:
+        scores: (M, K); label, target: (M,) -> (M,) bool.
+    """
+    return fools(scores.argmax(dim=1), label, target, reject_class)
 
 
 def corner_table(channels: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -261,7 +292,7 @@ def _prune_pass(state: AttackState, images: torch.Tensor) -> torch.Tensor:
         values = flat_x[owner].gather(2, positions.view(-1, 1, 1).expand(-1, c, 1)).transpose(1, 2)
         candidates = paste_pixels(x_adv, owner, positions, values)
         scores = state.model.predict(candidates, index=owner.cpu())
-        still = is_adversarial(scores, state.y[owner], state.target_of(owner))
+        still = is_adversarial(scores, state.y[owner], state.target_of(owner), state.reject_class)
         x_adv[owner[still]] = candidates[still]
         restored[rows[still]] = True
     return restored

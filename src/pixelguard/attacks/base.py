@@ -29,13 +29,32 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(images_finished, images_total)`` while an attack runs."""
 
 
+def fools(
+    pred: torch.Tensor,
+    label: torch.Tensor,
+    target: torch.Tensor | None,
+    reject_class: int | None = None,
+) -> torch.Tensor:
+    """Whether each prediction fools the model: the target (targeted), or a class
+    that is neither the true label nor the model's reject class (untargeted).
+
+    Shape:
+        pred, label, target: (M,) -> (M,) bool.
+    """
+    if target is not None:
+        return pred == target
+    fooled = pred != label
+    return fooled if reject_class is None else fooled & (pred != reject_class)
+
+
 @dataclass
 class AttackState:
     """The working state of one attack run, handed to :meth:`Attack._run`.
 
     ``model`` counts and limits queries: pass ``index`` (the image each row belongs
     to) with every call. Attacks write adversarial images into ``x_adv`` (a copy of
-    ``x``); ``unfooled`` holds the images the clean query did not already fool.
+    ``x``); ``unfooled`` holds the images the clean query did not already fool;
+    ``reject_class`` is the model's (see :func:`fools`).
 
     Shape:
         x, x_adv: (N, C, H, W); y, target: (N,); unfooled: (A,) image indices.
@@ -49,6 +68,7 @@ class AttackState:
     x_adv: torch.Tensor
     unfooled: torch.Tensor
     progress: ProgressCallback | None = None
+    reject_class: int | None = None
 
     @property
     def n_images(self) -> int:
@@ -238,11 +258,13 @@ class Attack(ABC):
 
         Returns:
             An :class:`AttackResult`; ``success`` means the model, queried afresh,
-            predicts a label other than ``y`` (or equal to ``target``).
+            predicts a label other than ``y`` and other than its reject class (or
+            equal to ``target``).
 
         Raises:
             ShapeError, RangeError: bad images, labels or targets.
             CapabilityError: the model lacks scores or gradients this attack needs.
+            ConfigError: a target is the model's reject class.
         """
         check_images(x)
         if tuple(x.shape[1:]) != tuple(model.input_shape):
@@ -259,6 +281,16 @@ class Attack(ABC):
             )
         if target_t is not None and not self.supports_targeted:
             raise ConfigError(f"{self.name}: only untargeted attacks are supported")
+        reject_class = model.capabilities.reject_class
+        if (
+            target_t is not None
+            and reject_class is not None
+            and bool((target_t == reject_class).any())
+        ):
+            raise ConfigError(
+                f"class {reject_class} is the model's reject class (input rejected); "
+                "it cannot be an attack target"
+            )
         self.check_model(model)
         seed = self.seed if self.seed is not None else secrets.randbits(31)
         counter = QueryCounter(model, n, self.budget)
@@ -272,12 +304,12 @@ class Attack(ABC):
             x_adv=x.clone(),
             unfooled=torch.zeros(0, dtype=torch.int64, device=x.device),
             progress=progress,
+            reject_class=reject_class,
         )
         if n and self._scans_without_clean_query(tuple(x.shape[1:])):
             state.unfooled = torch.arange(n, device=x.device)
         elif n:
-            pred = counter.predict(x).argmax(dim=1)
-            fooled = pred != y if target_t is None else pred == target_t
+            fooled = fools(counter.predict(x).argmax(dim=1), y, target_t, reject_class)
             state.unfooled = (~fooled).nonzero().flatten()
         if n:
             self._run(state)
@@ -324,7 +356,7 @@ class Attack(ABC):
             probs_after = probabilities(model.predict(x_adv), output)
         conf_before, pred_before = probs_before.max(dim=1)
         pred_after = probs_after.argmax(dim=1)
-        success = pred_after != y if target is None else pred_after == target
+        success = fools(pred_after, y, target, model.capabilities.reject_class)
         # A failed image comes back unchanged: "changed" never silently means "adversarial".
         keep = success.view(-1, 1, 1, 1)
         x_adv = torch.where(keep, x_adv, x)

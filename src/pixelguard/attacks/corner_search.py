@@ -43,7 +43,7 @@ def scan_single_corner_pixels(state: AttackState, active: torch.Tensor, checks: 
     n, c, h, w = x.shape
     n_corners = 2**c
     corners = corner_table(c, x.device)
-    loss_fn = margin_loss(OutputKind(state.model.capabilities.output))
+    loss_fn = margin_loss(OutputKind(state.model.capabilities.output), state.reject_class)
     fooled_images = torch.zeros(n, dtype=torch.bool, device=x.device)
     if active.numel() == 0:
         return fooled_images

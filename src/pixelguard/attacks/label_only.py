@@ -96,7 +96,7 @@ class LabelOnly(Attack):
             flat = x[rows].reshape(-1, c, h * w)
             candidate = torch.where(hit.unsqueeze(1), noise.transpose(1, 2), flat).view(-1, c, h, w)
             scores = state.model.predict(candidate, index=rows.cpu())
-            ok = is_adversarial(scores, state.y[rows], None)
+            ok = is_adversarial(scores, state.y[rows], None, state.reject_class)
             state.x_adv[rows[ok]] = candidate[ok]
             todo[rows[ok]] = False
         started = torch.zeros_like(todo)
@@ -123,6 +123,6 @@ class LabelOnly(Attack):
             owner = images[rows]
             candidate = torch.where(restore.view(-1, 1, h, w), x[owner], x_adv[owner])
             scores = state.model.predict(candidate, index=owner.cpu())
-            ok = is_adversarial(scores, state.y[owner], None)
+            ok = is_adversarial(scores, state.y[owner], None, state.reject_class)
             x_adv[owner[ok]] = candidate[ok]
             fraction[rows[~ok]] /= 2

@@ -85,7 +85,7 @@ class MinPixels(Attack):
 
     def _run(self, state: AttackState) -> None:
         x = state.x
-        loss_fn = margin_loss(OutputKind(state.model.capabilities.output))
+        loss_fn = margin_loss(OutputKind(state.model.capabilities.output), state.reject_class)
         search = {"steps": self.stage_steps, "p_init": self.p_init, "loss_fn": loss_fn}
         fooled = torch.ones(state.n_images, dtype=torch.bool, device=x.device)
         fooled[state.unfooled] = False

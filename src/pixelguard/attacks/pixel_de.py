@@ -142,7 +142,8 @@ class _Search:
 
     def __init__(self, attack: PixelDE, state: AttackState) -> None:
         output = OutputKind(state.model.capabilities.output)
-        self.loss_fn = margin_loss(output) if attack.loss == "margin" else probability_loss(output)
+        objective = margin_loss if attack.loss == "margin" else probability_loss
+        self.loss_fn = objective(output, state.reject_class)
         self.checks = attack.checks_per_generation
         self.state = state
 

@@ -167,6 +167,6 @@ class SparseRS(Attack):
             pixels=self.pixels,
             steps=self.steps,
             p_init=self.p_init,
-            loss_fn=margin_loss(OutputKind(state.model.capabilities.output)),
+            loss_fn=margin_loss(OutputKind(state.model.capabilities.output), state.reject_class),
             report_progress=True,
         )

@@ -19,8 +19,12 @@ import pixelguard
 from pixelguard.attacks.base import list_attacks
 from pixelguard.cli import options as opt
 from pixelguard.cli.attack import attack
+from pixelguard.cli.certify import certify_command
 from pixelguard.cli.demo import demo
+from pixelguard.cli.detect import detect_command
 from pixelguard.cli.evaluate import evaluate_command
+from pixelguard.cli.harden import harden_command
+from pixelguard.cli.report import compare_command, report_command
 from pixelguard.cli.train import train
 from pixelguard.errors import PixelguardError
 
@@ -135,6 +139,11 @@ app.command("attack")(handle_errors(attack))
 app.command("train")(handle_errors(train))
 app.command("demo")(handle_errors(demo))
 app.command("evaluate")(handle_errors(evaluate_command))
+app.command("report")(handle_errors(report_command))
+app.command("compare")(handle_errors(compare_command))
+app.command("harden")(handle_errors(harden_command))
+app.command("detect")(handle_errors(detect_command))
+app.command("certify")(handle_errors(certify_command))
 
 
 def main() -> None:

@@ -14,9 +14,6 @@ from pixelguard.evaluate.attack_run import attack_dataset
 from pixelguard.models.base import DEFAULT_BATCH_SIZE
 from pixelguard.report import write_run_reports
 
-CHECKPOINT_FOLDER = "checkpoint"
-"""Sub-folder of ``--out`` holding the resumable state."""
-
 
 def attack(
     *,
@@ -113,6 +110,7 @@ def attack(
     batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
+    defense: opt.DefenseSpec = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
 ) -> None:
@@ -133,35 +131,30 @@ def attack(
         input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
     )
     data_options = opt.DataOptions(labels, data_layout, value_range, split)
-    classifier = model_options.load(model)
+    classifier, defense_info = opt.apply_defense(model_options.load(model), defense)
     dataset = data_options.load(data)
     target_class = opt.resolve_target(target, dataset.class_names)
-    checkpoint = out / CHECKPOINT_FOLDER
-    with opt.progress_bar(attack_config.name, quiet=quiet) as bar:
-        try:
-            run = attack_dataset(
-                classifier,
-                dataset,
-                attack_config,
-                target=target_class,
-                limit=limit,
-                chunk_size=chunk_size,
-                checkpoint_dir=checkpoint,
-                resume=resume,
-                progress=opt.images_progress(bar),
-            )
-        except KeyboardInterrupt:
-            typer.echo(
-                f"interrupted: finished chunks are saved in {checkpoint}; "
-                "rerun the same command with --resume to continue",
-                err=True,
-            )
-            raise typer.Exit(130) from None
+    checkpoint = out / opt.CHECKPOINT_FOLDER
+    with (
+        opt.resume_hint(checkpoint, "chunks"),
+        opt.progress_bar(attack_config.name, quiet=quiet) as bar,
+    ):
+        run = attack_dataset(
+            classifier,
+            dataset,
+            attack_config,
+            target=target_class,
+            limit=limit,
+            chunk_size=chunk_size,
+            checkpoint_dir=checkpoint,
+            resume=resume,
+            progress=opt.images_progress(bar),
+        )
     reports = write_run_reports(
         out,
         run,
         dataset.x,
-        model_info=opt.model_info(model, classifier, model_options),
+        model_info=opt.model_info(model, classifier, model_options, defense_info),
         data_info=opt.data_info(data, dataset, data_options),
     )
     if json_output:

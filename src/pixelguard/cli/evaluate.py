@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from tqdm import tqdm
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.evaluate.runner import Evaluation, evaluate
+from pixelguard.evaluate.runner import SHARD_SIZE, Evaluation, EvaluationProgress, evaluate
 from pixelguard.evaluate.suite import build_suite
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
 from pixelguard.report.evaluation import verdict, write_evaluation_report
@@ -50,12 +51,43 @@ def evaluate_command(
     seed: Annotated[
         int, typer.Option(help="Seed of every attack.", rich_help_panel=opt.ATTACK_PANEL)
     ] = 0,
+    shard_size: Annotated[
+        int,
+        typer.Option(
+            help="Images per shard: per attack call, checkpoint file and Ray task.",
+            rich_help_panel=opt.RUN_PANEL,
+        ),
+    ] = SHARD_SIZE,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the interrupted evaluation in --out: evaluate only its missing shards.",
+            rich_help_panel=opt.RUN_PANEL,
+        ),
+    ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="Where shards run: local (this process) or ray (Ray tasks; needs the "
+            "ray extra of pixelguard).",
+            rich_help_panel=opt.RUN_PANEL,
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to attach to, e.g. auto or ray://head:10001 "
+            "(default: start a local one).",
+            rich_help_panel=opt.RUN_PANEL,
+        ),
+    ] = None,
     out: Annotated[
         Path,
         typer.Option(
             "--out",
             "-o",
-            help="Folder for report.json and report.md.",
+            help="Folder for report.json, report.md and the checkpoint.",
             rich_help_panel=opt.OUTPUT_PANEL,
         ),
     ],
@@ -92,13 +124,42 @@ def evaluate_command(
         gradients=classifier.capabilities.gradients,
         seed=seed,
     )
-    with opt.progress_bar(f"{suite} suite", quiet=quiet, unit="attack") as bar:
+    checkpoint = out / opt.CHECKPOINT_FOLDER
+    with (
+        opt.resume_hint(checkpoint, "shards"),
+        opt.progress_bar(f"{suite} suite", quiet=quiet) as bar,
+    ):
         evaluation = evaluate(
-            classifier, dataset, attack_suite, limit=limit, progress=opt.images_progress(bar)
+            classifier,
+            dataset,
+            attack_suite,
+            limit=limit,
+            shard_size=shard_size,
+            progress=_evaluation_progress(bar),
+            checkpoint_dir=checkpoint,
+            resume=resume,
+            backend=backend,
+            ray_address=ray_address,
         )
     paths = write_evaluation_report(out, evaluation)
     _echo_evaluation(evaluation, dataset.source)
     typer.echo(files_line(paths))
+
+
+def _evaluation_progress(bar: tqdm | None) -> EvaluationProgress | None:
+    """Move ``bar`` over the images and show the worst robust accuracy so far."""
+    move = opt.images_progress(bar)
+    if bar is None or move is None:
+        return None
+    shown = bar
+
+    def update(done: int, total: int, robust: dict[str, float]) -> None:
+        if robust:
+            worst = min(robust, key=lambda label: robust[label])
+            shown.set_postfix_str(f"robust {percent(robust[worst])} @{worst}", refresh=False)
+        move(done, total)
+
+    return update
 
 
 def _echo_evaluation(evaluation: Evaluation, source: str) -> None:

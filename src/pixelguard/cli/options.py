@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,14 +26,19 @@ from pixelguard.attacks.base import (
     list_attacks,
 )
 from pixelguard.data import Dataset, load_data
-from pixelguard.errors import ConfigError
+from pixelguard.defenses.spec import parse_defense
+from pixelguard.errors import ConfigError, DataError
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier
 from pixelguard.models.loader import load_model
+from pixelguard.models.training import TrainProgress
+
+logger = logging.getLogger(__name__)
 
 DATA_PANEL = "Data options"
 MODEL_PANEL = "Model options"
 ATTACK_PANEL = "Attack options"
 OUTPUT_PANEL = "Output options"
+RUN_PANEL = "Run options"
 
 # --- data ---------------------------------------------------------------------------
 DataSpec = Annotated[
@@ -129,8 +135,21 @@ HttpConfig = Annotated[
     Path | None,
     typer.Option(help="Endpoint configuration file (http:// models).", rich_help_panel=MODEL_PANEL),
 ]
+DefenseSpec = Annotated[
+    str | None,
+    typer.Option(
+        "--defense",
+        help="Put the model behind a preprocessing defense, attacked adaptively: "
+        "median:3, outlier-removal:3, bit-depth:4, jpeg:75 or random-noise:0.1 "
+        "(more settings as ,key=value).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
 
 # --- output -------------------------------------------------------------------------
+CHECKPOINT_FOLDER = "checkpoint"
+"""Sub-folder of ``--out`` holding a command's resumable state."""
+
 Quiet = Annotated[
     bool, typer.Option("--quiet", "-q", help="Hide progress bars.", rich_help_panel=OUTPUT_PANEL)
 ]
@@ -222,10 +241,30 @@ class DataOptions:
             split=split or self.split,
         )
 
+    def separate_test_split(self, spec: str, train: Dataset) -> Dataset | None:
+        """The test split of ``spec`` beside ``train``, or None where there is no separate one."""
+        try:
+            test = self.load(spec, split="test")
+        except DataError as exc:
+            logger.info("no test split in %s: %s", spec, exc)
+            return None
+        return None if test.source == train.source else test
 
-def model_info(spec: str, model: Classifier, options: ModelOptions) -> dict[str, Any]:
-    """How the model was given, for reports."""
-    return {"spec": spec, "input_shape": list(model.input_shape), "options": options.given()}
+
+def apply_defense(model: Classifier, spec: str | None) -> tuple[Classifier, dict[str, Any] | None]:
+    """``model`` behind the ``--defense`` spec, and the defense's description (None: no defense)."""
+    if spec is None:
+        return model, None
+    wrap, description = parse_defense(spec)
+    return wrap(model), description
+
+
+def model_info(
+    spec: str, model: Classifier, options: ModelOptions, defense: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """How the model was given (and the defense it sits behind, if any), for reports."""
+    info = {"spec": spec, "input_shape": list(model.input_shape), "options": options.given()}
+    return info if defense is None else {**info, "defense": defense}
 
 
 def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, Any]:
@@ -342,6 +381,20 @@ def progress_bar(description: str, *, quiet: bool, unit: str = "img") -> Iterato
         yield bar
 
 
+@contextlib.contextmanager
+def resume_hint(checkpoint: Path, finished: str) -> Iterator[None]:
+    """On Ctrl-C, say that the ``finished`` work is saved in ``checkpoint``; exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: finished {finished} are saved in {checkpoint}; "
+            "rerun the same command with --resume to continue",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
 def images_progress(bar: tqdm | None) -> ProgressCallback | None:
     """An attack progress callback that moves ``bar`` (None when there is no bar)."""
     if bar is None:
@@ -351,5 +404,19 @@ def images_progress(bar: tqdm | None) -> ProgressCallback | None:
     def update(done: int, total: int) -> None:
         shown.total = total
         shown.update(done - shown.n)
+
+    return update
+
+
+def epochs_progress(bar: tqdm | None) -> TrainProgress | None:
+    """A training progress callback that moves ``bar`` and shows the loss (None: no bar)."""
+    if bar is None:
+        return None
+    shown = bar
+
+    def update(epoch: int, total: int, loss: float) -> None:
+        shown.total = total
+        shown.update(epoch - shown.n)
+        shown.set_postfix(loss=f"{loss:.4f}")
 
     return update

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -10,25 +9,11 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import percent, seconds
-from pixelguard.data import Dataset
-from pixelguard.errors import DataError
 from pixelguard.evaluate.training import train_on_dataset
 from pixelguard.models.zoo import list_archs
 
-logger = logging.getLogger(__name__)
-
 VAL_FRACTION = 0.1
 """Share of the training images held out when the data has no test split."""
-
-
-def _test_split(data: str, options: opt.DataOptions, train: Dataset) -> Dataset | None:
-    """The data's test split, or None where the source has no separate one."""
-    try:
-        test = options.load(data, split="test")
-    except DataError as exc:
-        logger.info("no test split in %s: %s", data, exc)
-        return None
-    return None if test.source == train.source else test
 
 
 def train(
@@ -62,15 +47,8 @@ def train(
     """Train a small CNN or MLP; `pixelguard attack --model OUT` then needs no model options."""
     options = opt.DataOptions(labels, data_layout, value_range, split)
     train_data = options.load(data)
-    test = _test_split(data, options, train_data) if split == "train" else None
+    test = options.separate_test_split(data, train_data) if split == "train" else None
     with opt.progress_bar("training", quiet=quiet, unit="epoch") as bar:
-
-        def progress(epoch: int, total: int, loss: float) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.update(epoch - bar.n)
-                bar.set_postfix(loss=f"{loss:.4f}")
-
         trained = train_on_dataset(
             train_data,
             arch=arch,
@@ -79,7 +57,7 @@ def train(
             seed=seed,
             test=test,
             val_fraction=0.0 if test is not None else VAL_FRACTION,
-            progress=progress,
+            progress=opt.epochs_progress(bar),
         )
     trained.save(out)
     metrics = trained.metrics

@@ -4,14 +4,16 @@ A preprocessor wraps a Classifier and is itself one, with straight-through (BPDA
 gradients by default so that white-box attacks on it are adaptive; random ones are
 attacked through :class:`ExpectationOverTransformation`. A detector is fitted on clean
 images and scores inputs; :class:`DetectorAwareClassifier` turns model plus detector
-into one classifier for adaptive attacks. :class:`RandomizedAblation` certifies a
-pixel radius per image.
+into one classifier for adaptive attacks. :func:`harden` trains a network
+adversarially. :class:`RandomizedAblation` certifies a pixel radius per image.
 """
 
 from pixelguard.defenses.ablation import (
+    AblationBase,
     ablate,
     ablation_masks,
     encode_ablated,
+    load_ablation_base,
     train_ablation_classifier,
 )
 from pixelguard.defenses.certify import (
@@ -26,6 +28,8 @@ from pixelguard.defenses.detect import (
     FeatureSqueezingDetector,
     IsolatedPixelDetector,
     NotFittedError,
+    create_detector,
+    list_detectors,
 )
 from pixelguard.defenses.detection_metrics import (
     DetectionMetrics,
@@ -45,6 +49,7 @@ from pixelguard.defenses.filters import (
     reduce_bit_depth,
     remove_outliers,
 )
+from pixelguard.defenses.harden import HardenedModel, ThreatModel, harden, parse_threat
 from pixelguard.defenses.preprocess import (
     BitDepthReduction,
     JpegCompression,
@@ -56,14 +61,17 @@ from pixelguard.defenses.preprocess import (
     list_preprocessors,
     register_preprocessor,
 )
+from pixelguard.defenses.spec import parse_defense
 
 __all__ = [
+    "AblationBase",
     "BitDepthReduction",
     "DetectionMetrics",
     "Detector",
     "DetectorAwareClassifier",
     "ExpectationOverTransformation",
     "FeatureSqueezingDetector",
+    "HardenedModel",
     "IsolatedPixelDetector",
     "JpegCompression",
     "MedianFilter",
@@ -72,6 +80,7 @@ __all__ = [
     "Preprocessor",
     "RandomNoise",
     "RandomizedAblation",
+    "ThreatModel",
     "ablate",
     "ablation_delta",
     "ablation_masks",
@@ -79,15 +88,21 @@ __all__ = [
     "certified_radius",
     "clopper_pearson_lower",
     "conformal_threshold",
+    "create_detector",
     "create_preprocessor",
     "detection_metrics",
     "empirical_threshold",
     "encode_ablated",
+    "harden",
     "jpeg_compress",
+    "list_detectors",
     "list_preprocessors",
+    "load_ablation_base",
     "local_median",
     "median_deviation",
+    "parse_defense",
     "parse_squeezer",
+    "parse_threat",
     "reduce_bit_depth",
     "register_preprocessor",
     "remove_outliers",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +24,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from pixelguard.checks import check_images, check_labels
-from pixelguard.errors import ConfigError
-from pixelguard.models.zoo import build_model
+from pixelguard.errors import ConfigError, ModelError
+from pixelguard.models.base import InputSpec
+from pixelguard.models.zoo import build_model, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +182,78 @@ def train_ablation_classifier(
         arch, keep, epochs, metrics["seconds"], metrics["train_accuracy"],
     )
     return model.cpu(), metrics
+
+
+KEEP_METRIC = "ablation_keep"
+"""The checkpoint metric that marks an ablation base classifier and records its ``keep``."""
+
+
+@dataclass(frozen=True)
+class AblationBase:
+    """A base classifier for randomized ablation, with what its checkpoint records.
+
+    Attributes:
+        module: the network on 2C-channel ablation encodings (eval mode, CPU).
+        arch: its zoo architecture name.
+        image_shape: ``(C, H, W)`` of the images it certifies (the module takes 2C channels).
+        keep: pixels kept per ablation in training; certify with the same value.
+        num_classes: the number of classes.
+        class_names: one name per class, when known.
+        metrics: training metrics.
+    """
+
+    module: nn.Module
+    arch: str
+    image_shape: tuple[int, int, int]
+    keep: int
+    num_classes: int
+    class_names: list[str] | None
+    metrics: dict[str, Any]
+
+    def save(self, path: str | Path) -> Path:
+        """Write a pixelguard checkpoint (read back by :func:`load_ablation_base`).
+
+        Its input shape is the encodings' ``(2C, H, W)``, so loading it as a plain
+        model cannot silently classify raw images.
+        """
+        c, h, w = self.image_shape
+        return save_checkpoint(
+            path,
+            self.module,
+            arch=self.arch,
+            arch_params={
+                "in_channels": 2 * c,
+                "num_classes": self.num_classes,
+                "image_size": [h, w],
+            },
+            input_shape=(2 * c, h, w),
+            class_names=self.class_names,
+            spec=InputSpec(),
+            metrics={**self.metrics, KEEP_METRIC: self.keep},
+        )
+
+
+def load_ablation_base(path: str | Path) -> AblationBase:
+    """Read an ablation base classifier saved by :meth:`AblationBase.save`.
+
+    Raises:
+        ModelError: not a pixelguard checkpoint, or not one of an ablation base.
+    """
+    module, meta = load_checkpoint(path)
+    metrics = dict(meta["metrics"])
+    keep = metrics.pop(KEEP_METRIC, None)
+    channels, h, w = meta["input_shape"]
+    if not isinstance(keep, int) or channels % 2:
+        raise ModelError(
+            f"{path} is not a randomized-ablation base classifier; train one with "
+            "pixelguard certify --train-base PATH"
+        )
+    return AblationBase(
+        module=module,
+        arch=meta["arch"],
+        image_shape=(channels // 2, h, w),
+        keep=keep,
+        num_classes=int(meta["arch_params"]["num_classes"]),
+        class_names=meta["class_names"],
+        metrics=metrics,
+    )

@@ -24,6 +24,7 @@ from pixelguard.defenses.detection_metrics import conformal_threshold
 from pixelguard.defenses.filters import Squeezer, median_deviation, parse_squeezer
 from pixelguard.errors import ConfigError, PixelguardError
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, probabilities
+from pixelguard.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -251,3 +252,26 @@ class IsolatedPixelDetector(Detector):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "size": self.size, "top": self.top}
+
+
+detectors: Registry[Detector] = Registry("detector")
+"""Detector factories ``factory(model, **params)``; model-free detectors ignore the model."""
+detectors.register(FeatureSqueezingDetector.name)(FeatureSqueezingDetector)
+detectors.register(IsolatedPixelDetector.name)(
+    lambda model, **params: IsolatedPixelDetector(**params)
+)
+detectors.alias("isolated-pixels", IsolatedPixelDetector.name)
+
+
+def create_detector(name: str, model: Classifier, **params: Any) -> Detector:
+    """Build a registered detector for ``model``, e.g. ``create_detector("isolated-pixel", m)``.
+
+    Raises:
+        ConfigError: an unknown name or invalid parameters.
+    """
+    return detectors.get(name)(model, **params)
+
+
+def list_detectors() -> list[str]:
+    """Names of the registered detectors."""
+    return detectors.names()

@@ -7,10 +7,11 @@ detector flags the input. An attack on it succeeds only by reaching a wrong clas
 *and* staying below the detector's threshold, which is the adaptive evaluation of a
 detector (Carlini and Wagner 2017).
 
-The stock success rule of an untargeted attack (prediction differs from ``y``)
-would count "rejected" as a success. Attack this classifier **targeted** (any target
-in ``0..K-1`` other than ``y``; success then implies "not flagged"), or judge an
-untargeted run with :meth:`DetectorAwareClassifier.evades`.
+The classifier declares class ``K`` as its reject class
+(:attr:`~pixelguard.models.base.Capabilities.reject_class`), so attacks never count
+"rejected" as fooled: an untargeted attack succeeds exactly when
+:meth:`DetectorAwareClassifier.evades`, and its loss pushes towards the best class
+that is neither ``y`` nor "detected". Targeting class ``K`` is refused.
 
 References:
     Carlini, Wagner. "Adversarial examples are not easily detected: bypassing ten
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from pixelguard.attacks.base import fools
 from pixelguard.checks import check_images
 from pixelguard.defenses.detect import Detector
 from pixelguard.errors import ConfigError
@@ -84,14 +86,14 @@ class DetectorAwareClassifier(ClassifierWrapper):
         """The index of the extra class "detected" (= the model's K)."""
         return self.model.num_classes
 
-
     @property
     def capabilities(self) -> Capabilities:
-        """Logits, no gradients, deterministic when the model is."""
+        """Logits, no gradients, deterministic when the model is; class K rejects."""
         return Capabilities(
             output=OutputKind.LOGITS,
             gradients=False,
             deterministic=self.model.capabilities.deterministic,
+            reject_class=self.detected_class,
         )
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,5 +112,4 @@ class DetectorAwareClassifier(ClassifierWrapper):
             x: (N, C, H, W); y: (N,) -> (N,) bool.
         """
         pred = self.predict(x).argmax(dim=1)
-        y = y.to(pred.device)
-        return (pred != y) & (pred != self.detected_class)
+        return fools(pred, y.to(pred.device), None, self.detected_class)

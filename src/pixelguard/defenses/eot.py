@@ -14,6 +14,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 import torch
@@ -76,7 +77,7 @@ class ExpectationOverTransformation(ClassifierWrapper):
         """The preprocessor's, non-deterministic; averaged labels become probabilities."""
         caps = self.model.capabilities
         output = OutputKind.PROBABILITIES if caps.output is OutputKind.LABELS else caps.output
-        return Capabilities(output=output, gradients=caps.gradients, deterministic=False)
+        return dataclasses.replace(caps, output=output, deterministic=False)
 
     def params(self) -> dict[str, object]:
         """The configuration as plain data, for reports."""

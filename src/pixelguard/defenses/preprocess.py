@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -115,11 +116,7 @@ class Preprocessor(ClassifierWrapper, ABC):
     def capabilities(self) -> Capabilities:
         """The wrapped model's, made non-deterministic when the transform is random."""
         caps = self.model.capabilities
-        return Capabilities(
-            output=caps.output,
-            gradients=caps.gradients,
-            deterministic=caps.deterministic and not self.random,
-        )
+        return dataclasses.replace(caps, deterministic=caps.deterministic and not self.random)
 
     def params(self) -> dict[str, Any]:
         """The configuration as plain data, for reports."""

@@ -9,23 +9,25 @@ finished chunk instead of starting over.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
-import secrets
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pixelguard.attacks.base import Attack, AttackResult, ProgressCallback
 from pixelguard.checks import check_labels
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ConfigError, ShapeError
-from pixelguard.evaluate.checkpoint import Checkpoint, result_from_arrays
+from pixelguard.evaluate.checkpoint import (
+    Checkpoint,
+    open_checkpoint,
+    result_from_arrays,
+    result_to_arrays,
+    run_identity,
+)
 from pixelguard.evaluate.merge import merge_results
 from pixelguard.models.base import Classifier, OutputKind, probabilities
 
@@ -171,9 +173,10 @@ def attack_dataset(
         >>> run.summary()["success_rate"]  # doctest: +SKIP
         0.95
     """
-    _check_arguments(model, dataset, target, limit, chunk_size)
-    if resume and checkpoint_dir is None:
-        raise ConfigError("resume needs a checkpoint folder (checkpoint_dir)")
+    _check_arguments(model, dataset, target, limit)
+    if chunk_size < 1:
+        raise ConfigError(f"chunk_size must be at least 1 image, got {chunk_size}")
+    _check_resume(resume, checkpoint_dir)
     pred, conf = _predict(model, dataset.x)
     correct = pred == dataset.y
     eligible = correct if target is None else correct & (dataset.y != target)
@@ -183,17 +186,24 @@ def attack_dataset(
         "clean accuracy %.4f on %d images; attacking %d", clean_accuracy, len(dataset), len(indices)
     )
 
-    identity = _identity(model, dataset, attack, target, limit, chunk_size)
+    settings = {
+        "attack": {"name": attack.name, **attack.to_dict()},
+        "target": target,
+        "limit": limit,
+        "chunk_size": chunk_size,
+    }
+    identity = run_identity(model, dataset, settings)
     store = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-    seed, stored = _open_checkpoint(store, identity, pred, conf, attack.seed, resume)
+    seed, stored = open_checkpoint(store, identity, pred, conf, attack.seed, resume)
     configured = dataclasses.replace(attack, seed=seed)
-    done = [result_from_arrays(arrays, configured, seed) for arrays in stored]
+    results = {number: result_from_arrays(a, configured, seed) for number, a in stored.items()}
 
     chunks = indices.split(chunk_size)
     total = int(indices.numel())
-    finished = sum(r.n_images for r in done)
-    for number in range(len(done), len(chunks)):
-        chunk = chunks[number]
+    finished = sum(r.n_images for r in results.values())
+    for number, chunk in enumerate(chunks):
+        if number in results:
+            continue
         result = configured.run(
             model,
             dataset.x[chunk],
@@ -202,8 +212,8 @@ def attack_dataset(
             progress=_shifted(progress, finished, total),
         )
         if store is not None:
-            store.save_chunk(number, result, identity, seed)
-        done.append(result)
+            store.save_chunk(number, result_to_arrays(result))
+        results[number] = result
         finished += result.n_images
         logger.info(
             "chunk %d/%d: %d/%d fooled",
@@ -215,9 +225,9 @@ def attack_dataset(
         if progress is not None:
             progress(finished, total)
 
+    done = [results[number] for number in sorted(results)]
     if not done:
-        empty = dataset.x[:0]
-        done.append(configured.run(model, empty, dataset.y[:0], target=target))
+        done.append(configured.run(model, dataset.x[:0], dataset.y[:0], target=target))
     return AttackRun(
         result=merge_results(done),
         indices=indices,
@@ -226,28 +236,6 @@ def attack_dataset(
         class_names=dataset.class_names,
         target=target,
     )
-
-
-def _open_checkpoint(
-    store: Checkpoint | None,
-    identity: dict[str, Any],
-    pred: torch.Tensor,
-    conf: torch.Tensor,
-    seed: int | None,
-    resume: bool,
-) -> tuple[int, list[dict[str, np.ndarray]]]:
-    """The seed to run with and the stored chunks to keep: restored, or a fresh start.
-
-    A seed of None is drawn here, once per run, and kept in the checkpoint.
-    """
-    chosen = seed if seed is not None else secrets.randbits(31)
-    if store is None:
-        return chosen, []
-    restored = store.restore(identity, pred, conf) if resume else None
-    if restored is not None:
-        return restored
-    store.start(identity, pred, conf, chosen)
-    return chosen, []
 
 
 def _shifted(progress: ProgressCallback | None, offset: int, total: int) -> ProgressCallback | None:
@@ -262,8 +250,13 @@ def _shifted(progress: ProgressCallback | None, offset: int, total: int) -> Prog
     return shifted
 
 
+def _check_resume(resume: bool, checkpoint_dir: str | Path | None) -> None:
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume needs a checkpoint folder (checkpoint_dir)")
+
+
 def _check_arguments(
-    model: Classifier, dataset: Dataset, target: int | None, limit: int | None, chunk_size: int
+    model: Classifier, dataset: Dataset, target: int | None, limit: int | None
 ) -> None:
     if dataset.image_shape != tuple(model.input_shape):
         raise ShapeError(
@@ -278,8 +271,6 @@ def _check_arguments(
         )
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1 image, got {limit}")
-    if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be at least 1 image, got {chunk_size}")
 
 
 def _predict(model: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,32 +282,3 @@ def _predict(model: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
         preds.append(pred.cpu())
         confs.append(conf.cpu())
     return torch.cat(preds), torch.cat(confs)
-
-
-def _identity(
-    model: Classifier,
-    dataset: Dataset,
-    attack: Attack,
-    target: int | None,
-    limit: int | None,
-    chunk_size: int,
-) -> dict[str, Any]:
-    """Plain data a resumed run must share with its checkpoint (the model is checked apart)."""
-    digest = hashlib.sha256()
-    digest.update(dataset.x.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(dataset.y.detach().cpu().contiguous().numpy().tobytes())
-    identity = {
-        "attack": {"name": attack.name, **attack.to_dict()},
-        "target": target,
-        "limit": limit,
-        "chunk_size": chunk_size,
-        "data": {"sha256": digest.hexdigest(), "n_images": len(dataset)},
-        "model": {
-            "input_shape": list(model.input_shape),
-            "num_classes": model.num_classes,
-            "output": OutputKind(model.capabilities.output).value,
-        },
-    }
-    # As the checkpoint's JSON will hold it (tuples become lists), so the two compare equal.
-    result: dict[str, Any] = json.loads(json.dumps(identity, default=str))
-    return result

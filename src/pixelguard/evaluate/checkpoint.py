@@ -1,17 +1,23 @@
-"""Checkpoints of a chunked attack run: a small JSON state plus one ``.npz`` per chunk.
+"""Checkpoints of a chunked run: a small JSON state plus one ``.npz`` per chunk.
 
-The folder holds ``state.json`` (what the run is: attack, data, model, limit, and
-how many chunks are finished), ``clean.npz`` (the model's clean predictions, which
-identify the model on resume) and ``chunk-00000.npz``... (the results of finished
+The folder holds ``state.json`` (what the run is: attack or suite, data, model, limit,
+and which chunks are finished), ``clean.npz`` (the model's clean predictions, which
+identify the model on resume) and ``chunk-00000.npz``... (the arrays of finished
 chunks). Every file is written atomically and the state is updated only after its
-chunk's file is in place, so a run killed at any moment loses at most the chunk in
-flight.
+chunk's file is in place, so a run killed at any moment loses at most the chunks in
+flight. Chunks may finish in any order (shards on Ray do).
+
+:func:`run_identity` describes a run, :func:`open_checkpoint` restores or starts one;
+``pixelguard attack`` (:func:`~pixelguard.evaluate.attack_dataset`) and ``pixelguard
+evaluate`` (:func:`~pixelguard.evaluate.evaluate`) share them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,14 +26,16 @@ import numpy as np
 import torch
 
 from pixelguard.attacks.base import Attack, AttackResult
+from pixelguard.data.base import Dataset
 from pixelguard.errors import ConfigError, DataError
 from pixelguard.evaluate.files import write_json, write_npz
 from pixelguard.evaluate.merge import tensor_fields
+from pixelguard.models.base import Classifier, OutputKind
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "pixelguard-attack-checkpoint"
-VERSION = 1
+VERSION = 2
+"""Version 2 lists the finished chunks (version 1 counted them)."""
 STATE_FILE = "state.json"
 CLEAN_FILE = "clean.npz"
 CONFIDENCE_TOLERANCE = 1e-4
@@ -39,14 +47,22 @@ def _chunk_file(index: int) -> str:
 
 
 class Checkpoint:
-    """The checkpoint folder of one attack run.
+    """The checkpoint folder of one run.
 
     Args:
         folder: where the files live (created on :meth:`start`).
+        kind: what the run is (``"attack"``, ``"evaluation"``); a checkpoint of another
+            kind is not resumed.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, kind: str = "attack") -> None:
         self.folder = Path(folder)
+        self.kind = kind
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def format(self) -> str:
+        return f"pixelguard-{self.kind}-checkpoint"
 
     @property
     def state_path(self) -> Path:
@@ -61,7 +77,7 @@ class Checkpoint:
             identity: plain data describing the run; a resumed run must match it.
             pred: the model's clean predictions on the whole dataset.
             conf: the confidences of those predictions.
-            seed: the seed the attack runs with.
+            seed: the seed the run uses.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
         for old in self.folder.glob("chunk-*.npz"):
@@ -70,33 +86,33 @@ class Checkpoint:
             self.folder / CLEAN_FILE,
             {"pred": pred.cpu().numpy(), "conf": conf.cpu().numpy()},
         )
-        self._write_state(identity, seed, chunks_done=0)
-
-    def _write_state(self, identity: dict[str, Any], seed: int, chunks_done: int) -> None:
-        state = {
-            "format": FORMAT,
+        self._state = {
+            "format": self.format,
             "version": VERSION,
             "identity": identity,
             "seed": seed,
-            "chunks_done": chunks_done,
+            "chunks_done": [],
         }
-        write_json(self.state_path, state)
+        write_json(self.state_path, self._state)
 
-    def save_chunk(
-        self, index: int, result: AttackResult, identity: dict[str, Any], seed: int
-    ) -> None:
-        """Store the result of chunk ``index``, then record it as finished."""
-        arrays = {name: t.detach().cpu().numpy() for name, t in tensor_fields(result).items()}
-        arrays["wall_time"] = np.asarray(result.wall_time, dtype=np.float64)
+    def save_chunk(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """Store the arrays of chunk ``index``, then record it as finished.
+
+        Raises:
+            RuntimeError: neither :meth:`start` nor :meth:`restore` opened the checkpoint.
+        """
+        if self._state is None:
+            raise RuntimeError("start or restore the checkpoint before saving chunks")
         write_npz(self.folder / _chunk_file(index), arrays)
-        self._write_state(identity, seed, chunks_done=index + 1)
+        self._state["chunks_done"] = sorted({*self._state["chunks_done"], index})
+        write_json(self.state_path, self._state)
 
     def restore(
         self,
         identity: dict[str, Any],
         pred: torch.Tensor,
         conf: torch.Tensor,
-    ) -> tuple[int, list[dict[str, np.ndarray]]] | None:
+    ) -> tuple[int, dict[int, dict[str, np.ndarray]]] | None:
         """Read a checkpoint of the same run, or None when the folder holds none.
 
         Args:
@@ -105,13 +121,12 @@ class Checkpoint:
             conf: their confidences now.
 
         Returns:
-            The seed the checkpointed run used, and one dict of tensors per finished
-            chunk (the :class:`AttackResult` tensor fields plus ``wall_time``), for
-            :func:`result_from_arrays`.
+            The seed the checkpointed run used, and the arrays of each finished chunk
+            by chunk number, as :meth:`save_chunk` stored them.
 
         Raises:
-            ConfigError: the checkpoint belongs to a different run (attack settings,
-                data, model or limit).
+            ConfigError: the checkpoint belongs to a different run (attack or suite
+                settings, data, model or limit).
             DataError: the checkpoint files are damaged.
         """
         if not self.state_path.is_file():
@@ -128,8 +143,9 @@ class Checkpoint:
                 f"the checkpoint in {self.folder} was made with a different model (its clean "
                 "predictions differ); start afresh without resuming, or use another folder"
             )
-        chunks = [self._read_npz(self.folder / _chunk_file(i)) for i in range(state["chunks_done"])]
+        chunks = {i: self._read_npz(self.folder / _chunk_file(i)) for i in state["chunks_done"]}
         logger.info("resuming from %s: %d chunk(s) already finished", self.folder, len(chunks))
+        self._state = state
         return int(state["seed"]), chunks
 
     def _read_state(self) -> dict[str, Any]:
@@ -137,8 +153,8 @@ class Checkpoint:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DataError(f"cannot read checkpoint state {self.state_path}: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise DataError(f"{self.state_path} is not a pixelguard attack checkpoint")
+        if not isinstance(state, dict) or state.get("format") != self.format:
+            raise DataError(f"{self.state_path} is not a pixelguard {self.kind} checkpoint")
         if state.get("version") != VERSION:
             raise DataError(
                 f"{self.state_path} is checkpoint version {state.get('version')}; "
@@ -150,15 +166,9 @@ class Checkpoint:
         differing = [key for key in wanted if saved.get(key) != wanted[key]]
         if not differing:
             return
-        details = []
-        for key in differing:
-            old, new = saved.get(key), wanted[key]
-            if isinstance(old, dict) and isinstance(new, dict):
-                inner = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-                changes = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in inner)
-                details.append(f"{key} ({changes})")
-            else:
-                details.append(f"{key} ({old!r} -> {new!r})")
+        details = [
+            f"{key} ({', '.join(_differences(saved.get(key), wanted[key]))})" for key in differing
+        ]
         raise ConfigError(
             f"the checkpoint in {self.folder} belongs to a different run: "
             f"{'; '.join(details)}; start afresh without resuming, or use another folder"
@@ -173,6 +183,96 @@ class Checkpoint:
             raise DataError(
                 f"checkpoint file {path} is missing or damaged ({exc}); start afresh"
             ) from exc
+
+
+def _differences(old: Any, new: Any, path: str = "") -> list[str]:
+    """``path: old -> new`` for each innermost value where two JSON values differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        return [
+            change
+            for k in keys
+            for change in _differences(old.get(k), new.get(k), f"{path}.{k}" if path else k)
+        ]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            change
+            for i, (a, b) in enumerate(zip(old, new))
+            if a != b
+            for change in _differences(a, b, f"{path}[{i}]")
+        ]
+    return [f"{path}: {old!r} -> {new!r}" if path else f"{old!r} -> {new!r}"]
+
+
+def open_checkpoint(
+    store: Checkpoint | None,
+    identity: dict[str, Any],
+    pred: torch.Tensor,
+    conf: torch.Tensor,
+    seed: int | None,
+    resume: bool,
+) -> tuple[int, dict[int, dict[str, np.ndarray]]]:
+    """The seed to run with and the stored chunks to keep: restored, or a fresh start.
+
+    A seed of None is drawn here, once per run, and kept in the checkpoint. Without
+    ``resume`` (or with nothing to resume) the checkpoint starts afresh, so chunks of
+    an earlier run are never mixed in.
+
+    Args:
+        store: the checkpoint, or None to run without one.
+        identity: :func:`run_identity` of the run.
+        pred: the model's clean predictions on the run's images.
+        conf: their confidences.
+        seed: the run's seed (None: draw one).
+        resume: restore the checkpoint of the same run when there is one.
+
+    Returns:
+        The seed, and the arrays of each finished chunk by chunk number.
+    """
+    chosen = seed if seed is not None else secrets.randbits(31)
+    if store is None:
+        return chosen, {}
+    restored = store.restore(identity, pred, conf) if resume else None
+    if restored is not None:
+        return restored
+    store.start(identity, pred, conf, chosen)
+    return chosen, {}
+
+
+def run_identity(model: Classifier, dataset: Dataset, settings: dict[str, Any]) -> dict[str, Any]:
+    """Plain data a resumed run must share with its checkpoint.
+
+    Args:
+        model: the classifier (its shape and outputs here; its clean predictions are
+            checked apart, by :meth:`Checkpoint.restore`).
+        dataset: the images and labels, identified by a SHA-256 of their bytes.
+        settings: what else defines the run (attack or suite, limit, chunk size...).
+
+    Returns:
+        ``settings`` plus ``data`` and ``model`` entries, as the checkpoint's JSON holds
+        them (tuples become lists), so the two compare equal.
+    """
+    digest = hashlib.sha256()
+    digest.update(dataset.x.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(dataset.y.detach().cpu().contiguous().numpy().tobytes())
+    identity = {
+        **settings,
+        "data": {"sha256": digest.hexdigest(), "n_images": len(dataset)},
+        "model": {
+            "input_shape": list(model.input_shape),
+            "num_classes": model.num_classes,
+            "output": OutputKind(model.capabilities.output).value,
+        },
+    }
+    result: dict[str, Any] = json.loads(json.dumps(identity, default=str))
+    return result
+
+
+def result_to_arrays(result: AttackResult) -> dict[str, np.ndarray]:
+    """The arrays :meth:`Checkpoint.save_chunk` stores for a chunk of an attack run."""
+    arrays = {name: t.detach().cpu().numpy() for name, t in tensor_fields(result).items()}
+    arrays["wall_time"] = np.asarray(result.wall_time, dtype=np.float64)
+    return arrays
 
 
 def result_from_arrays(arrays: dict[str, np.ndarray], attack: Attack, seed: int) -> AttackResult:

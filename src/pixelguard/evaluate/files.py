@@ -39,12 +39,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Atomically write ``data`` as indented UTF-8 JSON with a final newline."""
-    encoded = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-    def write(handle: IO[bytes]) -> None:
-        handle.write(encoded)
-
-    return atomic_write(path, write)
+    return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -52,5 +47,15 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
 
     def write(handle: IO[bytes]) -> None:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+
+    return atomic_write(path, write)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write ``text`` as UTF-8."""
+    encoded = text.encode("utf-8")
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(encoded)
 
     return atomic_write(path, write)

@@ -1,28 +1,44 @@
 """Worst-case robustness of a model under an attack suite.
 
-:func:`evaluate` predicts the images, then, budget by budget, runs the suite's
-attacks one after another, each only on the images still unbroken at that budget.
-An image counts as robust only if every attack of the budget failed, so the robust
-accuracy is the worst case over the suite (robust images over *all* images, the
-AutoAttack convention). It also flags signs that the attacks may be too weak for
+:func:`evaluate` predicts the images and cuts them into fixed shards of
+:data:`SHARD_SIZE` images in dataset order. In each shard it runs, budget by budget,
+the suite's attacks one after another, each only on the images still unbroken at that
+budget. An image counts as robust only if every attack of the budget failed, so the
+robust accuracy is the worst case over the suite (robust images over *all* images,
+the AutoAttack convention). It also flags signs that the attacks may be too weak for
 this model (gradient masking).
+
+Shards are independent: they run here or as Ray tasks, each finished one can be
+checkpointed, and a resumed run evaluates only the missing ones. The merged
+:class:`Evaluation` is the same whichever way the shards ran.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from pixelguard.attacks.base import Attack, AttackResult, ProgressCallback
 from pixelguard.data.base import Dataset
-from pixelguard.evaluate.attack_run import _check_arguments, _predict
-from pixelguard.evaluate.merge import merge_results
-from pixelguard.evaluate.suite import Suite, parse_budget_label
+from pixelguard.errors import ConfigError
+from pixelguard.evaluate.attack_run import _check_arguments, _check_resume, _predict
+from pixelguard.evaluate.backends import ShardTask, check_backend, run_shards
+from pixelguard.evaluate.checkpoint import Checkpoint, open_checkpoint, run_identity
+from pixelguard.evaluate.shard import (
+    NOT_BROKEN,
+    PER_IMAGE_FIELDS,
+    ShardOutcome,
+    run_order,
+    shard_bounds,
+)
+from pixelguard.evaluate.suite import Suite, SuiteEntry, parse_budget_label
 from pixelguard.metrics.classification import per_class_report
 from pixelguard.models.base import Classifier, OutputKind
 
@@ -31,8 +47,12 @@ logger = logging.getLogger(__name__)
 EVALUATION_SCHEMA = "evaluation-1.0"
 """Version of :meth:`Evaluation.to_dict`'s layout."""
 
-CHUNK_SIZE = 100
-"""Images per :meth:`Attack.run` call."""
+SHARD_SIZE = 100
+"""Images per shard: per :meth:`Attack.run` call, per checkpoint file, per Ray task."""
+
+EvaluationProgress = Callable[[int, int, dict[str, float]], None]
+"""Called as ``progress(images_done, images_total, robust_accuracy)`` after each shard;
+``robust_accuracy`` is per budget label over the images done so far (empty before any)."""
 
 
 @dataclass(frozen=True)
@@ -223,28 +243,54 @@ def evaluate(
     suite: Suite,
     *,
     limit: int | None = None,
-    progress: ProgressCallback | None = None,
+    shard_size: int = SHARD_SIZE,
+    progress: EvaluationProgress | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> Evaluation:
     """Run ``suite`` on the first ``limit`` images of ``dataset``; report the worst case.
 
     Args:
         model: the classifier to evaluate.
         dataset: the images and labels.
-        suite: the attacks per budget, in the order they run.
+        suite: the attacks per budget, in the order they run; an attack with a seed
+            of None gets one seed drawn once per run (kept in the checkpoint).
         limit: evaluate only the first ``limit`` images (None: all).
-        progress: called as ``progress(attack_runs_finished, attack_runs_total)``,
-            one step per suite entry.
+        shard_size: images per shard; results depend on it, so it is part of the
+            checkpoint's identity.
+        progress: called as ``progress(images_done, images_total, robust_accuracy)``
+            once at the start and after each finished shard.
+        checkpoint_dir: save every finished shard here (None: no checkpoint).
+        resume: keep the finished shards of the same run in ``checkpoint_dir`` and
+            evaluate only the others; without ``resume`` a checkpoint starts afresh.
+        backend: ``"local"`` (shards one after another in this process) or ``"ray"``
+            (shards as Ray tasks; needs ``pip install 'pixelguard[ray]'``).
+        ray_address: the Ray cluster to attach to (None: the running one, else a
+            new local one).
 
     Returns:
-        The :class:`Evaluation`.
+        The :class:`Evaluation`, identical for a given seed whatever the backend and
+        whether resumed (up to each process's floating-point thread settings).
 
     Raises:
         ShapeError: the images do not fit the model.
         RangeError: labels the model cannot output.
-        ConfigError: a bad limit or budget label.
+        ConfigError: a bad limit, shard size, budget label or backend, an empty
+            suite, ``resume`` without a ``checkpoint_dir``, or a checkpoint of a
+            different run.
         CapabilityError: the model lacks what an attack of the suite needs.
+        DataError: a damaged checkpoint.
+        MissingDependencyError: the Ray backend without Ray installed.
     """
-    _check_arguments(model, dataset, None, limit, CHUNK_SIZE)
+    check_backend(backend, ray_address)
+    _check_arguments(model, dataset, None, limit)
+    if shard_size < 1:
+        raise ConfigError(f"shard_size must be at least 1 image, got {shard_size}")
+    _check_resume(resume, checkpoint_dir)
+    if not suite.entries:
+        raise ConfigError(f"the suite {suite.name!r} has no attacks")
     for entry in suite.entries:
         entry.attack.check_model(model)
         parse_budget_label(entry.budget_label)
@@ -252,19 +298,38 @@ def evaluate(
     x, y = dataset.x[:limit], dataset.y[:limit]
     clean_pred, clean_confidence = _predict(model, x)
     logger.info("clean accuracy %.4f on %d images", float((clean_pred == y).float().mean()), len(y))
-    budgets: list[BudgetOutcome] = []
-    stats: list[AttackStats] = []
-    finished = 0
-    for label in suite.budgets():
-        outcome, budget_stats = _run_budget(
-            model, x, y, clean_pred, clean_confidence, label, suite.attacks_at(label)
+
+    settings = {"suite": _suite_config(suite), "limit": limit, "shard_size": shard_size}
+    identity = run_identity(model, dataset, settings)
+    store = Checkpoint(checkpoint_dir, kind="evaluation") if checkpoint_dir is not None else None
+    seed, stored = open_checkpoint(store, identity, clean_pred, clean_confidence, None, resume)
+    seeded = _seeded(suite, seed)
+    bounds = shard_bounds(len(y), shard_size)
+    shards = _FinishedShards(
+        {number: ShardOutcome.from_arrays(arrays) for number, arrays in stored.items()},
+        len(y),
+        len(bounds),
+        seeded.budgets(),
+        store,
+        progress,
+    )
+    tasks = [
+        ShardTask(
+            number,
+            x[a:b].clone(),
+            y[a:b].clone(),
+            clean_pred[a:b].clone(),
+            clean_confidence[a:b].clone(),
         )
-        budgets.append(outcome)
-        stats += budget_stats
-        finished += len(budget_stats)
-        if progress is not None:
-            progress(finished, len(suite.entries))
-        logger.info("%s: robust accuracy %.4f", label, outcome.robust_accuracy)
+        for number, (a, b) in enumerate(bounds)
+        if number not in shards.outcomes
+    ]
+    shards.report()
+    run_shards(tasks, model, seeded, shards.add, backend=backend, ray_address=ray_address)
+
+    budgets, stats = _merge([shards.outcomes[number] for number in range(len(bounds))], seeded)
+    for outcome in budgets:
+        logger.info("%s: robust accuracy %.4f", outcome.label, outcome.robust_accuracy)
     output = OutputKind(model.capabilities.output).value
     robust = {b.label: b.robust_accuracy for b in budgets}
     per_class = {"clean": per_class_report(y, clean_pred, model.num_classes)}
@@ -287,74 +352,104 @@ def evaluate(
     )
 
 
-def _attack_in_chunks(
-    model: Classifier, attack: Attack, x: torch.Tensor, y: torch.Tensor
-) -> AttackResult:
-    """One attack over a batch, :data:`CHUNK_SIZE` images per call, merged."""
-    if not len(y):
-        return attack.run(model, x, y)
-    chunks = torch.arange(len(y)).split(CHUNK_SIZE)
-    return merge_results([attack.run(model, x[c], y[c]) for c in chunks])
+@dataclass
+class _FinishedShards:
+    """The shards finished so far: checkpoints each new one and reports progress."""
+
+    outcomes: dict[int, ShardOutcome]
+    n_images: int
+    n_shards: int
+    labels: list[str]
+    store: Checkpoint | None
+    progress: EvaluationProgress | None
+
+    def add(self, number: int, outcome: ShardOutcome) -> None:
+        """Keep (and checkpoint) shard ``number``, then report progress."""
+        if self.store is not None:
+            self.store.save_chunk(number, outcome.to_arrays())
+        self.outcomes[number] = outcome
+        logger.info("shard %d finished (%d/%d)", number, len(self.outcomes), self.n_shards)
+        self.report()
+
+    def report(self) -> None:
+        """Images done and robust accuracy per budget over them, to the progress callback."""
+        if self.progress is None:
+            return
+        done = sum(o.n_images for o in self.outcomes.values())
+        if not done:
+            self.progress(0, self.n_images, {})
+            return
+        robust = torch.stack([o.robust.sum(dim=1) for o in self.outcomes.values()]).sum(dim=0)
+        accuracy = {label: int(r) / done for label, r in zip(self.labels, robust, strict=True)}
+        self.progress(done, self.n_images, accuracy)
 
 
-def _run_budget(
-    model: Classifier,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    clean_pred: torch.Tensor,
-    clean_confidence: torch.Tensor,
-    label: str,
-    attacks: list[Attack],
-) -> tuple[BudgetOutcome, list[AttackStats]]:
-    """Run one budget's attacks in order, each on the images still robust."""
-    n = len(y)
-    robust = (clean_pred == y).clone()
-    broken_by: list[str | None] = [None] * n
-    pred = clean_pred.clone()
-    confidence = clean_confidence.clone()
-    x_adv = x.clone()
-    queries = torch.zeros(n, dtype=torch.int64)
-    l0 = torch.zeros(n, dtype=torch.int64)
-    dist_l2 = torch.zeros(n)
-    dist_linf = torch.zeros(n)
-    failed_white_box = torch.zeros(n, dtype=torch.bool)
-    stats = []
-    for attack in attacks:
-        todo = robust.nonzero().flatten()
-        result = _attack_in_chunks(model, attack, x[todo], y[todo])
-        fooled = todo[result.success.cpu()]
-        queries[todo] += result.queries.cpu()
-        robust[fooled] = False
-        pred[todo] = result.pred_after.cpu()
-        confidence[todo] = result.conf_after.cpu().float()
-        x_adv[fooled] = result.x_adv.cpu()[result.success.cpu()]
-        l0[todo] = result.l0_pixels.cpu()
-        dist_l2[todo] = result.l2.cpu().float()
-        dist_linf[todo] = result.linf.cpu().float()
-        for i in fooled.tolist():
-            broken_by[i] = attack.name
-        succeeded = result.success.cpu()
-        beats = 0 if attack.needs_gradients else int(failed_white_box[fooled].sum())
-        if attack.needs_gradients:
-            failed_white_box[todo[~succeeded]] = True
-        chosen = result.queries.cpu()[succeeded].tolist()
-        stats.append(
-            AttackStats(
-                budget=label,
-                attack=attack.name,
-                params=attack.to_dict(),
-                white_box=attack.needs_gradients,
-                n_attacked=len(todo),
-                n_fooled=len(fooled),
-                median_queries=float(statistics.median(chosen)) if chosen else None,
-                seconds=result.wall_time,
-                beats_white_box=beats,
-            )
+def _suite_config(suite: Suite) -> dict[str, Any]:
+    """The suite as plain data, for the checkpoint's identity."""
+    return {
+        "name": suite.name,
+        "entries": [
+            {
+                "budget_label": entry.budget_label,
+                "attack": entry.attack.name,
+                "params": entry.attack.to_dict(),
+            }
+            for entry in suite.entries
+        ],
+    }
+
+
+def _seeded(suite: Suite, seed: int) -> Suite:
+    """``suite`` with ``seed`` given to every attack that has none, so every shard agrees."""
+    entries = [
+        SuiteEntry(e.budget_label, dataclasses.replace(e.attack, seed=seed))
+        if e.attack.seed is None
+        else e
+        for e in suite.entries
+    ]
+    return Suite(suite.name, entries)
+
+
+def _merge(
+    outcomes: Sequence[ShardOutcome], suite: Suite
+) -> tuple[list[BudgetOutcome], list[AttackStats]]:
+    """The per-budget outcomes and per-attack statistics of the shards, in dataset order."""
+    order = run_order(suite)
+    names = [attack.name for _, attack in order]
+    merged = {
+        name: torch.cat([getattr(o, name) for o in outcomes], dim=1) for name in PER_IMAGE_FIELDS
+    }
+    codes = merged.pop("broken_by")
+    budgets = [
+        BudgetOutcome(
+            label=label,
+            broken_by=[None if code == NOT_BROKEN else names[code] for code in codes[row].tolist()],
+            **{name: tensor[row] for name, tensor in merged.items()},
         )
-    outcome = BudgetOutcome(
-        label, robust, broken_by, pred, queries, l0, dist_l2, dist_linf, x_adv, confidence
-    )
-    return outcome, stats
+        for row, label in enumerate(suite.budgets())
+    ]
+    fooled_queries: list[list[int]] = [[] for _ in order]
+    for outcome in outcomes:
+        parts = outcome.fooled_queries.split(outcome.n_fooled.tolist())
+        for column, part in enumerate(parts):
+            fooled_queries[column] += part.tolist()
+    stats = [
+        AttackStats(
+            budget=label,
+            attack=attack.name,
+            params=attack.to_dict(),
+            white_box=attack.needs_gradients,
+            n_attacked=sum(int(o.n_attacked[column]) for o in outcomes),
+            n_fooled=len(fooled_queries[column]),
+            median_queries=(
+                float(statistics.median(fooled_queries[column])) if fooled_queries[column] else None
+            ),
+            seconds=sum(float(o.seconds[column]) for o in outcomes),
+            beats_white_box=sum(int(o.beats_white_box[column]) for o in outcomes),
+        )
+        for column, (label, attack) in enumerate(order)
+    ]
+    return budgets, stats
 
 
 def detect_flags(

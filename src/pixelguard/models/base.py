@@ -34,11 +34,25 @@ class OutputKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an attack may rely on, checked once when the attack starts."""
+    """What an attack may rely on, checked once when the attack starts.
+
+    Attributes:
+        output: what the scores are.
+        gradients: whether ``logits(x)`` can be differentiated.
+        deterministic: whether the same input always gets the same scores.
+        reject_class: a class that means "input rejected" (a detector's verdict),
+            or None. Predicting it never counts as fooling the model, and it cannot
+            be an attack's target.
+    """
 
     output: OutputKind = OutputKind.LOGITS
     gradients: bool = False
     deterministic: bool = True
+    reject_class: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reject_class is not None and self.reject_class < 0:
+            raise ConfigError(f"reject_class must be a class index >= 0, got {self.reject_class}")
 
     @property
     def scores(self) -> bool:

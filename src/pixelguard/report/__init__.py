@@ -1,4 +1,4 @@
-"""Reports of attack runs: versioned JSON, adversarial arrays, and an example grid."""
+"""Reports of attack runs and evaluations: JSON, arrays, Markdown, HTML pages, comparisons."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 
 from pixelguard.evaluate.attack_run import AttackRun
 from pixelguard.report.arrays import write_adversarial_npz
+from pixelguard.report.compare import compare_folders, write_comparison
+from pixelguard.report.evaluation import render_evaluation_report, write_evaluation_report
 from pixelguard.report.examples import write_examples_png
 from pixelguard.report.results import (
     SCHEMA_VERSION,
@@ -22,8 +24,12 @@ from pixelguard.report.results import (
 __all__ = [
     "SCHEMA_VERSION",
     "RunReports",
+    "compare_folders",
+    "render_evaluation_report",
     "results_dict",
     "write_adversarial_npz",
+    "write_comparison",
+    "write_evaluation_report",
     "write_examples_png",
     "write_results_json",
     "write_run_reports",

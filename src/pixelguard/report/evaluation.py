@@ -1,70 +1,86 @@
-"""Reports of a suite evaluation: versioned JSON and a Markdown summary for a pull request."""
+"""Reports of a suite evaluation: versioned JSON, Markdown for a pull request, a
+self-contained HTML page, and the images as ``.npz``.
+
+The Markdown and HTML views render from the report.json data (plus adversarial.npz
+for the images), so :func:`render_evaluation_report` rebuilds them from files alone.
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 import pixelguard
-from pixelguard.evaluate.files import atomic_write, write_json
-from pixelguard.evaluate.runner import Evaluation
+from pixelguard.errors import ReportError
+from pixelguard.evaluate.files import write_json, write_text
+from pixelguard.evaluate.runner import EVALUATION_SCHEMA, Evaluation
+from pixelguard.report.arrays import EvaluationArrays, read_evaluation_npz, write_evaluation_npz
+from pixelguard.report.evaluation_html import NO_ARRAYS, evaluation_html
+from pixelguard.report.summary import Report, as_report, defense_text, percent, verdict
+
+__all__ = [
+    "ReportFiles",
+    "evaluation_markdown",
+    "read_evaluation_report",
+    "render_evaluation_report",
+    "verdict",
+    "write_evaluation_html",
+    "write_evaluation_json",
+    "write_evaluation_markdown",
+    "write_evaluation_report",
+]
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+ADVERSARIAL_NPZ = "adversarial.npz"
 
 
-def write_evaluation_json(path: str | Path, evaluation: Evaluation) -> Path:
-    """Write :meth:`Evaluation.to_dict` to ``path`` atomically, with version and time.
-
-    Returns:
-        The path written.
-    """
-    data = {
+def evaluation_report(evaluation: Evaluation) -> dict[str, Any]:
+    """:meth:`Evaluation.to_dict` with the pixelguard version and the time, as report.json holds it."""
+    return {
         **evaluation.to_dict(),
         "pixelguard_version": pixelguard.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return write_json(path, data)
 
 
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}%"
+def write_evaluation_json(path: str | Path, evaluation: Evaluation) -> Path:
+    """Write :func:`evaluation_report` to ``path`` atomically.
+
+    Returns:
+        The path written.
+    """
+    return write_json(path, evaluation_report(evaluation))
 
 
-def verdict(evaluation: Evaluation) -> str:
-    """One line: clean accuracy, the worst robust accuracy and where, and the flag count."""
-    robust = evaluation.robust_accuracy()
-    line = f"Clean accuracy {_percent(evaluation.clean_accuracy)} on {evaluation.n_images:,} images"
-    if robust:
-        worst = min(robust, key=lambda label: robust[label])
-        line += f"; worst-case robust accuracy {_percent(robust[worst])} at {worst}"
-    count = len(evaluation.flags)
-    if count:
-        line += f"; {count} warning sign{'s' if count > 1 else ''}, see Flags"
-    return line + "."
-
-
-def evaluation_markdown(evaluation: Evaluation) -> str:
+def evaluation_markdown(evaluation: Evaluation | Report) -> str:
     """The Markdown summary: verdict, robust accuracy per budget, attacks, flags."""
-    lines = [
-        f"## pixelguard evaluation: {evaluation.suite} suite",
-        "",
-        f"**{verdict(evaluation)}**",
-        "",
+    report = as_report(evaluation)
+    lines = [f"## pixelguard evaluation: {report['suite']} suite", "", f"**{verdict(report)}**", ""]
+    defense = defense_text(report.get("defense"))
+    if defense:
+        lines += [f"Defense: {defense}.", ""]
+    lines += [
         "| budget | robust accuracy |",
         "| --- | ---: |",
-        *(f"| {label} | {_percent(acc)} |" for label, acc in evaluation.robust_accuracy().items()),
+        *(f"| {label} | {percent(acc)} |" for label, acc in report["robust_accuracy"].items()),
         "",
         "| budget | attack | attacked | fooled | success rate | median queries | time |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for stat in evaluation.attacks:
-        queries = "-" if stat.median_queries is None else f"{stat.median_queries:g}"
+    for stat in report["attacks"]:
+        queries = "-" if stat["median_queries"] is None else f"{stat['median_queries']:g}"
         lines.append(
-            f"| {stat.budget} | {stat.attack} | {stat.n_attacked} | {stat.n_fooled} "
-            f"| {_percent(stat.success_rate)} | {queries} | {stat.seconds:.1f} s |"
+            f"| {stat['budget']} | {stat['attack']} | {stat['n_attacked']} | {stat['n_fooled']} "
+            f"| {percent(stat['success_rate'])} | {queries} | {stat['seconds']:.1f} s |"
         )
     lines += ["", "### Flags", ""]
-    if evaluation.flags:
-        lines += [f"- **{flag.code}**: {flag.message}" for flag in evaluation.flags]
+    if report["flags"]:
+        lines += [f"- **{flag['code']}**: {flag['message']}" for flag in report["flags"]]
     else:
         lines.append("None: no sign of gradient masking.")
     lines += [
@@ -75,28 +91,115 @@ def evaluation_markdown(evaluation: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation_markdown(path: str | Path, evaluation: Evaluation) -> Path:
+def write_evaluation_markdown(path: str | Path, evaluation: Evaluation | Report) -> Path:
     """Write :func:`evaluation_markdown` to ``path`` atomically.
 
     Returns:
         The path written.
     """
-    encoded = evaluation_markdown(evaluation).encode("utf-8")
+    return write_text(path, evaluation_markdown(evaluation))
 
-    def write(handle: IO[bytes]) -> None:
-        handle.write(encoded)
 
-    return atomic_write(path, write)
+def write_evaluation_html(
+    path: str | Path,
+    report: Report,
+    arrays: EvaluationArrays | None = None,
+    *,
+    images_note: str = NO_ARRAYS,
+) -> Path:
+    """Write :func:`~pixelguard.report.evaluation_html.evaluation_html` to ``path`` atomically.
+
+    Returns:
+        The path written.
+    """
+    return write_text(path, evaluation_html(report, arrays, images_note=images_note))
 
 
 def write_evaluation_report(out_dir: str | Path, evaluation: Evaluation) -> list[Path]:
-    """Write every report of an evaluation into ``out_dir``: report.json and report.md.
+    """Write every report of an evaluation into ``out_dir``.
+
+    Files: report.json (the data), report.md (a summary for a pull request),
+    adversarial.npz (originals and worst-case images, see
+    :func:`~pixelguard.report.arrays.write_evaluation_npz`) and report.html (the page).
 
     Returns:
         The paths written.
     """
     out = Path(out_dir)
+    report = evaluation_report(evaluation)
     return [
-        write_evaluation_json(out / "report.json", evaluation),
-        write_evaluation_markdown(out / "report.md", evaluation),
+        write_json(out / REPORT_JSON, report),
+        write_evaluation_markdown(out / REPORT_MD, report),
+        write_evaluation_npz(out / ADVERSARIAL_NPZ, evaluation),
+        write_evaluation_html(
+            out / REPORT_HTML, report, EvaluationArrays.from_evaluation(evaluation)
+        ),
     ]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """An evaluation's report folder, read back.
+
+    Attributes:
+        folder: the folder.
+        report: the report.json data.
+        arrays: the adversarial.npz arrays (None: the file is missing).
+        images_note: why ``arrays`` is None (empty when present).
+    """
+
+    folder: Path
+    report: Report
+    arrays: EvaluationArrays | None
+    images_note: str
+
+
+def read_evaluation_report(folder: str | Path) -> ReportFiles:
+    """Read report.json, and adversarial.npz when present, from an evaluation's folder.
+
+    Raises:
+        ReportError: no such folder, no or unreadable report.json, a report.json of
+            another schema, or an unreadable adversarial.npz.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ReportError(f"{folder} {what}; give the --out folder of pixelguard evaluate")
+    path = folder / REPORT_JSON
+    if not path.is_file():
+        raise ReportError(
+            f"{folder} has no {REPORT_JSON}; write one with pixelguard evaluate --out"
+        )
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is not valid JSON: {exc}") from None
+    version = report.get("schema_version") if isinstance(report, dict) else None
+    if version != EVALUATION_SCHEMA:
+        raise ReportError(
+            f"{path} has schema_version {version!r}; this pixelguard reads {EVALUATION_SCHEMA!r}"
+        )
+    npz = folder / ADVERSARIAL_NPZ
+    if not npz.is_file():
+        note = f"{ADVERSARIAL_NPZ} is missing from {folder}, so there are no images to show"
+        return ReportFiles(folder, report, None, note)
+    return ReportFiles(folder, report, read_evaluation_npz(npz), "")
+
+
+def render_evaluation_report(folder: str | Path) -> tuple[ReportFiles, list[Path]]:
+    """Rewrite report.html and report.md of an evaluation's folder from its files.
+
+    Returns:
+        What was read, and the paths written.
+
+    Raises:
+        ReportError: as :func:`read_evaluation_report`.
+    """
+    files = read_evaluation_report(folder)
+    paths = [
+        write_evaluation_html(
+            files.folder / REPORT_HTML, files.report, files.arrays, images_note=files.images_note
+        ),
+        write_evaluation_markdown(files.folder / REPORT_MD, files.report),
+    ]
+    return files, paths

@@ -17,6 +17,7 @@ from pixelguard.evaluate.attack_run import AttackRun
 from pixelguard.evaluate.files import atomic_write
 from pixelguard.metrics.distances import changed_pixels
 from pixelguard.report.arrays import attacked_originals
+from pixelguard.report.images import to_rgb
 
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
@@ -101,12 +102,7 @@ def grid_size(image_shape: Sequence[int], count: int) -> tuple[int, int]:
 
 def _to_rgb(image: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [0, 1] with C in {1, 3} -> (H, W, 3) uint8."""
-    array = image.detach().cpu().clamp(0, 1).numpy()
-    if array.shape[0] == 1:
-        array = np.repeat(array, 3, axis=0)
-    elif array.shape[0] != 3:
-        array = np.repeat(array.mean(axis=0, keepdims=True), 3, axis=0)
-    return (array.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return to_rgb(image.detach().cpu().numpy())
 
 
 def _difference(image: torch.Tensor, changed: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,180 @@
+"""``pixelguard detect``: how well a detector catches an attack, plain and adaptive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pixelguard.cli import options as opt
+from pixelguard.cli.output import files_line, percent
+from pixelguard.defenses.detect import create_detector, list_detectors
+from pixelguard.evaluate.detection import DetectionEvaluation, evaluate_detector
+from pixelguard.evaluate.files import write_json
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
+
+DETECTOR_PANEL = "Detector options"
+
+
+def detect_command(
+    *,
+    model: opt.ModelSpec,
+    data: opt.DataSpec,
+    detector: Annotated[
+        str,
+        typer.Option(
+            help=f"Detector to evaluate: {', '.join(list_detectors())} (or isolated-pixels).",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ],
+    fpr: Annotated[
+        str,
+        typer.Option(
+            help="Target false-positive rates on clean images, e.g. 0.01,0.05.",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ] = "0.01,0.05",
+    fit_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the images (a seeded split) the detector is fitted and "
+            "calibrated on; the rest are held out and attacked.",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ] = 0.5,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive/--no-adaptive",
+            help="Also attack model plus detector: success only when misclassified "
+            "and not flagged.",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ] = True,
+    attack_name: Annotated[
+        str,
+        typer.Option(
+            "--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL
+        ),
+    ] = "sparse-rs",
+    pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--pixels",
+            "-k",
+            help="Most pixels to change (default: the attack's own).",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(help="Most model queries per image.", rich_help_panel=opt.ATTACK_PANEL),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Any other attack field as key=value, e.g. --param steps=300 (repeatable).",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Use at most N held-out images (default: all).", rich_help_panel=opt.ATTACK_PANEL
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of the attack.")] = 0,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder for detection.json.", rich_help_panel=opt.OUTPUT_PANEL
+        ),
+    ],
+    labels: opt.Labels = None,
+    data_layout: opt.DataLayout = "auto",
+    value_range: opt.ValueRange = "auto",
+    split: Annotated[
+        str,
+        typer.Option(help="Split to use: test, train or all.", rich_help_panel=opt.DATA_PANEL),
+    ] = "test",
+    input_shape: opt.InputShape = None,
+    layout: opt.Layout = None,
+    scale: opt.Scale = None,
+    mean: opt.Mean = None,
+    std: opt.Std = None,
+    output: opt.Output = None,
+    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
+    trust_pickle: opt.TrustPickle = False,
+    http_config: opt.HttpConfig = None,
+    json_output: opt.JsonOutput = False,
+    quiet: opt.Quiet = False,
+) -> None:
+    """Fit a detector on clean images, attack held-out ones, report how many it catches."""
+    rates = parse_floats(fpr, "--fpr") or ()
+    attack = opt.build_attack(
+        attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
+    )
+    model_options = opt.ModelOptions(
+        input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
+    )
+    data_options = opt.DataOptions(labels, data_layout, value_range, split)
+    classifier = model_options.load(model)
+    dataset = data_options.load(data)
+    chosen = create_detector(detector, classifier, seed=seed)
+    with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
+        evaluation = evaluate_detector(
+            classifier,
+            dataset,
+            chosen,
+            attack,
+            fprs=rates,
+            fit_fraction=fit_fraction,
+            adaptive=adaptive,
+            limit=limit,
+            seed=seed,
+            progress=opt.images_progress(bar),
+        )
+    report = {
+        **evaluation.to_dict(),
+        "model": opt.model_info(model, classifier, model_options),
+        "data": opt.data_info(data, dataset, data_options),
+    }
+    path = write_json(out / "detection.json", report)
+    if json_output:
+        typer.echo(json.dumps({**report, "files": [str(path)]}, indent=2))
+        return
+    _echo_detection(evaluation, dataset.source)
+    typer.echo(files_line([path]))
+
+
+def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
+    """Print the split, the AUROC and one row per target false-positive rate."""
+    data = evaluation.to_dict()
+    split = data["split"]
+    typer.echo(
+        f"{data['detector']['detector']} detector against {data['attack']['name']} on {source}"
+    )
+    typer.echo(
+        f"  fitted on {split['n_fit']:,} clean images ({percent(split['fit_fraction'])}, "
+        f"seed {split['seed']}); {split['n_test']:,} held out, {data['n_attacked']:,} attacked, "
+        f"{data['n_adversarial']:,} adversarial"
+    )
+    auroc = data["auroc"]
+    typer.echo(f"  AUROC {'-' if auroc is None else f'{auroc:.3f}'}")
+    columns = ("target FPR", "FPR", "precision", "recall", "F1", "adaptive detection")
+    typer.echo("  " + "  ".join(f"{c:>10}" for c in columns))
+    for point in data["operating_points"]:
+        adaptive = point["adaptive"]
+        cells = (
+            percent(point["target_fpr"]),
+            percent(point["fpr"]),
+            percent(point["precision"]),
+            percent(point["recall"]),
+            f"{point['f1']:.3f}",
+            "-" if adaptive is None or adaptive["detection_rate"] is None
+            else percent(adaptive["detection_rate"]),
+        )  # fmt: skip
+        typer.echo("  " + "  ".join(f"{c:>10}" for c in cells))
+    typer.echo("  (recall is the detection rate at the threshold calibrated for the target FPR)")

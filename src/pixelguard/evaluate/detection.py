@@ -1,0 +1,267 @@
+"""How well a detector catches an attack: against the plain attacker and an adaptive one.
+
+:func:`evaluate_detector` splits the images (seeded) into a part the detector is
+fitted and calibrated on and a held-out part. It attacks the held-out images the
+model classifies correctly; the adversarial images found are the positives, the
+held-out clean images the negatives. At each target false-positive rate it reports
+precision, recall (the detection rate), F1 and the observed false-positive rate at
+the calibrated threshold, plus the AUROC over all thresholds.
+
+The adaptive attacker runs the same attack on
+:class:`~pixelguard.defenses.detector_aware.DetectorAwareClassifier` at each
+threshold: it succeeds only with an image that is misclassified *and* not flagged
+(:meth:`~pixelguard.defenses.detector_aware.DetectorAwareClassifier.evades`).
+Its detection rate is over the same images as the plain one (those the plain attack
+fooled): the share it could not fool undetected.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pixelguard.attacks.base import Attack
+from pixelguard.data.base import Dataset
+from pixelguard.defenses.detect import Detector
+from pixelguard.defenses.detection_metrics import DetectionMetrics, detection_metrics, roc_auc
+from pixelguard.defenses.detector_aware import DetectorAwareClassifier
+from pixelguard.errors import ConfigError
+from pixelguard.models.base import Classifier
+
+DETECTION_SCHEMA = "detection-1.0"
+"""Version of :meth:`DetectionEvaluation.to_dict`'s layout."""
+
+RunsProgress = Callable[[int, int], None]
+"""Called as ``progress(attack_runs_finished, attack_runs_total)``."""
+
+
+@dataclass(frozen=True)
+class AdaptiveOutcome:
+    """The adaptive attacker at one threshold.
+
+    Attributes:
+        n_attacked: images attacked (the same as the plain attack's).
+        n_evaded: images it turned into undetected misclassifications.
+        detection_rate: of the images the plain attack fooled, the share the
+            adaptive attack could not fool undetected (None: the plain attack fooled none).
+    """
+
+    n_attacked: int
+    n_evaded: int
+    detection_rate: float | None
+
+    @property
+    def evasion_rate(self) -> float:
+        """Share of the attacked images fooled undetected (0.0 when none was attacked)."""
+        return self.n_evaded / self.n_attacked if self.n_attacked else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_attacked": self.n_attacked,
+            "n_evaded": self.n_evaded,
+            "evasion_rate": round(self.evasion_rate, 6),
+            "detection_rate": _rounded(self.detection_rate),
+        }
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The detector at the threshold calibrated for one target false-positive rate."""
+
+    target_fpr: float
+    metrics: DetectionMetrics
+    adaptive: AdaptiveOutcome | None
+
+    def to_dict(self) -> dict[str, Any]:
+        values = self.metrics.to_dict()
+        return {
+            "target_fpr": self.target_fpr,
+            **{k: _rounded(v) if isinstance(v, float) else v for k, v in values.items()},
+            "detection_rate": _rounded(self.metrics.recall),
+            "adaptive": self.adaptive.to_dict() if self.adaptive is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class DetectionEvaluation:
+    """A detector against one attack, plain and (optionally) adaptive.
+
+    Attributes:
+        detector: the detector's configuration.
+        attack: the attack's name and configuration.
+        fit_fraction, seed: how the images were split.
+        n_fit: clean images the detector was fitted and calibrated on.
+        n_test: held-out clean images (the negatives).
+        n_attacked: held-out images the model classified correctly, attacked.
+        n_adversarial: adversarial images the attack found (the positives).
+        auroc: area under the ROC curve (None without adversarial images).
+        points: one per target false-positive rate.
+        wall_time: seconds.
+    """
+
+    detector: dict[str, Any]
+    attack: dict[str, Any]
+    fit_fraction: float
+    seed: int
+    n_fit: int
+    n_test: int
+    n_attacked: int
+    n_adversarial: int
+    auroc: float | None
+    points: list[OperatingPoint]
+    wall_time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-serialisable data (schema ``detection-1.0``)."""
+        return {
+            "schema_version": DETECTION_SCHEMA,
+            "detector": self.detector,
+            "attack": self.attack,
+            "split": {
+                "fit_fraction": self.fit_fraction,
+                "seed": self.seed,
+                "n_fit": self.n_fit,
+                "n_test": self.n_test,
+            },
+            "n_attacked": self.n_attacked,
+            "n_adversarial": self.n_adversarial,
+            "auroc": _rounded(self.auroc),
+            "operating_points": [point.to_dict() for point in self.points],
+            "wall_time": round(self.wall_time, 4),
+        }
+
+
+def evaluate_detector(
+    model: Classifier,
+    dataset: Dataset,
+    detector: Detector,
+    attack: Attack,
+    *,
+    fprs: Sequence[float] = (0.01, 0.05),
+    fit_fraction: float = 0.5,
+    adaptive: bool = True,
+    limit: int | None = None,
+    seed: int = 0,
+    progress: RunsProgress | None = None,
+) -> DetectionEvaluation:
+    """Fit ``detector`` on part of ``dataset``, attack the rest, measure detection.
+
+    Args:
+        model: the protected classifier.
+        dataset: the images; a seeded ``fit_fraction`` of them fits the detector.
+        detector: the detector to fit and evaluate.
+        attack: the (untargeted) attack, run as configured.
+        fprs: target false-positive rates, each in (0, 1).
+        fit_fraction: share of the images used to fit and calibrate, in (0, 1).
+        adaptive: also run the adaptive attacker at each threshold.
+        limit: use at most this many held-out images (None: all).
+        seed: seed of the split.
+        progress: called after each attack run.
+
+    Returns:
+        The :class:`DetectionEvaluation`.
+
+    Raises:
+        ConfigError: bad rates, fraction or limit, or too few images to split.
+        CapabilityError: an adaptive run with an attack that needs gradients (the
+            model-plus-detector classifier offers none), or a model lacking what
+            the attack needs.
+    """
+    if not fprs or not all(0.0 < f < 1.0 for f in fprs):
+        raise ConfigError(f"false-positive rates must lie in (0, 1), got {list(fprs)}")
+    if not 0.0 < fit_fraction < 1.0:
+        raise ConfigError(f"fit_fraction must lie in (0, 1), got {fit_fraction}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    attack.check_model(model)
+    if adaptive:
+        attack.check_model(DetectorAwareClassifier(model, detector, threshold=0.0))
+    start = time.perf_counter()
+    fit_index, test_index = _split(len(dataset), fit_fraction, seed)
+    test_index = test_index[:limit]
+    x, y = dataset.x[test_index], dataset.y[test_index]
+    detector.fit(dataset.x[fit_index])
+    clean_scores = detector.score(x)
+    correct = model.predict(x).argmax(dim=1).cpu() == y
+    xa, ya = x[correct], y[correct]
+    runs = 1 + (len(fprs) if adaptive else 0)
+    plain = attack.run(model, xa, ya)
+    _report(progress, 1, runs)
+    adv_scores = detector.score(plain.x_adv[plain.success])
+    auroc = (
+        roc_auc(clean_scores, adv_scores) if adv_scores.numel() and clean_scores.numel() else None
+    )
+    points = []
+    for number, fpr in enumerate(fprs, start=2):
+        threshold = detector.threshold_for_fpr(fpr)
+        outcome = None
+        if adaptive:
+            outcome = _adaptive(model, detector, threshold, attack, xa, ya, plain.success)
+            _report(progress, number, runs)
+        points.append(
+            OperatingPoint(fpr, detection_metrics(clean_scores, adv_scores, threshold), outcome)
+        )
+    return DetectionEvaluation(
+        detector=detector.params(),
+        attack={"name": attack.name, "params": attack.to_dict()},
+        fit_fraction=fit_fraction,
+        seed=seed,
+        n_fit=int(fit_index.numel()),
+        n_test=int(test_index.numel()),
+        n_attacked=int(ya.numel()),
+        n_adversarial=int(adv_scores.numel()),
+        auroc=auroc,
+        points=points,
+        wall_time=time.perf_counter() - start,
+    )
+
+
+def _split(n: int, fit_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded fit and held-out image indices, each in ascending order."""
+    n_fit = round(n * fit_fraction)
+    if n_fit < 1 or n_fit >= n:
+        raise ConfigError(
+            f"cannot split {n} images into a fit part ({fit_fraction:g}) and a test part"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:n_fit].sort().values, order[n_fit:].sort().values
+
+
+def _adaptive(
+    model: Classifier,
+    detector: Detector,
+    threshold: float,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    plain_fooled: torch.Tensor,
+) -> AdaptiveOutcome:
+    """Run ``attack`` on model plus detector at ``threshold``; success means evading."""
+    combined = DetectorAwareClassifier(model, detector, threshold=threshold)
+    result = attack.run(combined, x, y)
+    evaded = combined.evades(result.x_adv, y).cpu()
+    fooled = plain_fooled.cpu()
+    n_fooled = int(fooled.sum())
+    caught = n_fooled - int((evaded & fooled).sum())
+    return AdaptiveOutcome(
+        n_attacked=int(y.numel()),
+        n_evaded=int(evaded.sum()),
+        detection_rate=caught / n_fooled if n_fooled else None,
+    )
+
+
+def _report(progress: RunsProgress | None, done: int, total: int) -> None:
+    if progress is not None:
+        progress(done, total)
+
+
+def _rounded(value: float | None) -> float | None:
+    """``value`` rounded for reports; None for None and for infinite thresholds."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, 6)

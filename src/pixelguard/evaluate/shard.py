@@ -1,0 +1,208 @@
+"""One shard of a suite evaluation: every budget's attacks on a fixed slice of the images.
+
+A shard's outcome depends only on its images and the suite, so shards can run in any
+order, in any process, and be checkpointed one by one; :mod:`pixelguard.evaluate.runner`
+merges them into an :class:`~pixelguard.evaluate.runner.Evaluation`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pixelguard.attacks.base import Attack
+from pixelguard.errors import DataError
+from pixelguard.evaluate.suite import Suite
+from pixelguard.models.base import Classifier
+
+NOT_BROKEN = -1
+"""``ShardOutcome.broken_by`` of an image no attack broke."""
+
+PER_IMAGE_FIELDS = (
+    "robust",
+    "broken_by",
+    "pred",
+    "confidence",
+    "queries",
+    "l0_pixels",
+    "l2",
+    "linf",
+    "x_adv",
+)
+"""The :class:`ShardOutcome` fields with one entry per budget and image."""
+
+
+def run_order(suite: Suite) -> list[tuple[str, Attack]]:
+    """The suite's attacks as they run: budget by budget, each budget's in order."""
+    return [(label, attack) for label in suite.budgets() for attack in suite.attacks_at(label)]
+
+
+def shard_bounds(n_images: int, shard_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each shard: ``shard_size`` images in dataset order, the last fewer."""
+    return [(start, min(start + shard_size, n_images)) for start in range(0, n_images, shard_size)]
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """What a suite did to the images of one shard, as plain tensors.
+
+    Budgets follow ``suite.budgets()``; attacks follow :func:`run_order`.
+
+    Attributes:
+        robust: correctly classified and unbroken by every attack of the budget.
+        broken_by: the :func:`run_order` number of the attack that broke each image,
+            :data:`NOT_BROKEN` where none did.
+        pred, confidence: the worst-case prediction and its probability.
+        queries: queries spent on each image over the budget's attacks.
+        l0_pixels, l2, linf: distances of each breaking adversarial (0 where unbroken).
+        x_adv: the breaking adversarial, else the original image.
+        n_attacked, n_fooled: images each attack was given and fooled.
+        fooled_queries: the queries of each fooled image, attack after attack.
+        seconds: each attack's wall time.
+        beats_white_box: images each black-box attack fooled that a white-box attack
+            of its budget had failed on.
+
+    Shape:
+        n images, B budgets, A attacks: robust, broken_by, pred, confidence, queries,
+        l0_pixels, l2, linf: (B, n); x_adv: (B, n, C, H, W); n_attacked, n_fooled,
+        seconds, beats_white_box: (A,); fooled_queries: (n_fooled.sum(),).
+    """
+
+    robust: torch.Tensor
+    broken_by: torch.Tensor
+    pred: torch.Tensor
+    confidence: torch.Tensor
+    queries: torch.Tensor
+    l0_pixels: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    x_adv: torch.Tensor
+    n_attacked: torch.Tensor
+    n_fooled: torch.Tensor
+    fooled_queries: torch.Tensor
+    seconds: torch.Tensor
+    beats_white_box: torch.Tensor
+
+    @property
+    def n_images(self) -> int:
+        return int(self.robust.shape[1])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The tensors as numpy arrays by field name, for a checkpoint."""
+        return {f.name: getattr(self, f.name).detach().numpy() for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ShardOutcome:
+        """Rebuild an outcome from :meth:`to_arrays`.
+
+        Raises:
+            DataError: the arrays are not those of a shard outcome.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        if set(arrays) != names:
+            raise DataError(f"a shard checkpoint holds {sorted(arrays)}, expected {sorted(names)}")
+        return cls(**{name: torch.from_numpy(value) for name, value in arrays.items()})
+
+
+def evaluate_shard(
+    model: Classifier,
+    suite: Suite,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean_pred: torch.Tensor,
+    clean_confidence: torch.Tensor,
+) -> ShardOutcome:
+    """Run every budget of ``suite`` on one shard; an image is robust only if every attack failed.
+
+    Args:
+        model: the classifier.
+        suite: the attacks per budget; each should have a seed, so reruns agree.
+        x: the shard's images.
+        y: their labels.
+        clean_pred: the model's clean predictions.
+        clean_confidence: their probabilities.
+
+    Shape:
+        x: (n, C, H, W) float32 in [0, 1]; y, clean_pred, clean_confidence: (n,).
+    """
+    budgets: list[dict[str, torch.Tensor]] = []
+    attacks: list[dict[str, torch.Tensor]] = []
+    for label in suite.budgets():
+        budget, stats = _run_budget(
+            model, x, y, clean_pred, clean_confidence, suite.attacks_at(label), len(attacks)
+        )
+        budgets.append(budget)
+        attacks += stats
+    per_image = {name: torch.stack([b[name] for b in budgets]) for name in budgets[0]}
+    per_attack = {name: torch.cat([a[name] for a in attacks]) for name in attacks[0]}
+    return ShardOutcome(**per_image, **per_attack)
+
+
+def _run_budget(
+    model: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    clean_pred: torch.Tensor,
+    clean_confidence: torch.Tensor,
+    attacks: list[Attack],
+    first_number: int,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """One budget's attacks in order, each on the images still robust.
+
+    Returns:
+        The per-image tensors of the budget and, per attack, its statistics.
+    """
+    n = len(y)
+    robust = (clean_pred == y).clone()
+    budget = {
+        "robust": robust,
+        "broken_by": torch.full((n,), NOT_BROKEN, dtype=torch.int64),
+        "pred": clean_pred.clone(),
+        "confidence": clean_confidence.clone().float(),
+        "queries": torch.zeros(n, dtype=torch.int64),
+        "l0_pixels": torch.zeros(n, dtype=torch.int64),
+        "l2": torch.zeros(n),
+        "linf": torch.zeros(n),
+        "x_adv": x.clone(),
+    }
+    failed_white_box = torch.zeros(n, dtype=torch.bool)
+    stats = []
+    for number, attack in enumerate(attacks, start=first_number):
+        todo = robust.nonzero().flatten()
+        if not len(todo):  # an empty run would only cost an empty forward pass
+            stats.append(_attack_stats(0, torch.zeros(0, dtype=torch.int64), 0.0, 0))
+            continue
+        result = attack.run(model, x[todo], y[todo])
+        succeeded = result.success.cpu()
+        fooled = todo[succeeded]
+        robust[fooled] = False
+        budget["broken_by"][fooled] = number
+        budget["queries"][todo] += result.queries.cpu()
+        budget["pred"][todo] = result.pred_after.cpu()
+        budget["confidence"][todo] = result.conf_after.cpu().float()
+        budget["l0_pixels"][todo] = result.l0_pixels.cpu()
+        budget["l2"][todo] = result.l2.cpu().float()
+        budget["linf"][todo] = result.linf.cpu().float()
+        budget["x_adv"][fooled] = result.x_adv.cpu()[succeeded]
+        beats = 0 if attack.needs_gradients else int(failed_white_box[fooled].sum())
+        if attack.needs_gradients:
+            failed_white_box[todo[~succeeded]] = True
+        fooled_queries = result.queries.cpu()[succeeded]
+        stats.append(_attack_stats(len(todo), fooled_queries, result.wall_time, beats))
+    return budget, stats
+
+
+def _attack_stats(
+    n_attacked: int, fooled_queries: torch.Tensor, seconds: float, beats_white_box: int
+) -> dict[str, torch.Tensor]:
+    """One attack's statistics on a shard, as :class:`ShardOutcome` concatenates them."""
+    return {
+        "n_attacked": torch.tensor([n_attacked]),
+        "n_fooled": torch.tensor([len(fooled_queries)]),
+        "fooled_queries": fooled_queries,
+        "seconds": torch.tensor([seconds], dtype=torch.float64),
+        "beats_white_box": torch.tensor([beats_white_box]),
+    }

@@ -88,3 +88,25 @@ def test_the_progress_bar_counts_images_and_shows_the_worst_robust_accuracy():
         assert (bar.n, bar.total) == (4, 12)
         assert bar.postfix == "robust 25.0% @pixels=3"
     assert _evaluation_progress(None) is None
+
+
+def test_evaluate_behind_a_defense_names_it_in_every_report(cli, model_factory, tmp_path):
+    out = tmp_path / "eval"
+    cli(
+        "evaluate", "--model", model_factory, "--input-shape", "1,8,8", "--data", "digits",
+        "--suite", "pixel", "--pixels", "3", "--budget", "20", "--limit", "6",
+        "--defense", "median:3", "--quiet", "--out", out,
+    )  # fmt: skip
+    data = json.loads((out / "report.json").read_text())
+    assert data["defense"]["name"] == "median"
+    assert data["defense"]["params"]["size"] == 3
+    assert "black-box" in data["defense"]["adaptive_attacks"]
+    assert "median" in (out / "report.md").read_text()
+    assert "median" in (out / "report.html").read_text()
+    # A resumed run behind another defense is a different run: refused, one line.
+    result = cli(
+        "evaluate", "--model", model_factory, "--input-shape", "1,8,8", "--data", "digits",
+        "--suite", "pixel", "--pixels", "3", "--budget", "20", "--limit", "6",
+        "--defense", "bit-depth:3", "--resume", "--quiet", "--out", out, code=2,
+    )  # fmt: skip
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1

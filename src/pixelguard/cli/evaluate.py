@@ -87,7 +87,7 @@ def evaluate_command(
         typer.Option(
             "--out",
             "-o",
-            help="Folder for report.json, report.md and the checkpoint.",
+            help="Folder for report.json, report.md, report.html, adversarial.npz and the checkpoint.",
             rich_help_panel=opt.OUTPUT_PANEL,
         ),
     ],
@@ -107,6 +107,7 @@ def evaluate_command(
     batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
+    defense: opt.DefenseSpec = None,
     quiet: opt.Quiet = False,
 ) -> None:
     """Run an attack suite; an image is robust only if every attack failed."""
@@ -114,7 +115,7 @@ def evaluate_command(
         input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
     )
     data_options = opt.DataOptions(labels, data_layout, value_range, split)
-    classifier = model_options.load(model)
+    classifier, defense_info = opt.apply_defense(model_options.load(model), defense)
     dataset = data_options.load(data)
     attack_suite = build_suite(
         suite,
@@ -140,6 +141,7 @@ def evaluate_command(
             resume=resume,
             backend=backend,
             ray_address=ray_address,
+            defense=defense_info,
         )
     paths = write_evaluation_report(out, evaluation)
     _echo_evaluation(evaluation, dataset.source)

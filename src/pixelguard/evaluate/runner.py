@@ -188,6 +188,7 @@ class Evaluation:
     flags: list[Flag]
     wall_time: float
     per_class: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    defense: dict[str, Any] | None = None
 
     @property
     def n_images(self) -> int:
@@ -226,6 +227,7 @@ class Evaluation:
             "flags": [f.to_dict() for f in self.flags],
             "per_class": self.per_class,
             "wall_time": round(self.wall_time, 4),
+            **({"defense": self.defense} if self.defense is not None else {}),
             "budgets": [
                 {
                     "budget": b.label,
@@ -249,6 +251,7 @@ def evaluate(
     resume: bool = False,
     backend: str = "local",
     ray_address: str | None = None,
+    defense: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Run ``suite`` on the first ``limit`` images of ``dataset``; report the worst case.
 
@@ -269,6 +272,9 @@ def evaluate(
             (shards as Ray tasks; needs ``pip install 'pixelguard[ray]'``).
         ray_address: the Ray cluster to attach to (None: the running one, else a
             new local one).
+        defense: the description of the defense ``model`` sits behind (see
+            :func:`pixelguard.defenses.spec.parse_defense`), kept in the report and
+            in the checkpoint's identity.
 
     Returns:
         The :class:`Evaluation`, identical for a given seed whatever the backend and
@@ -299,7 +305,12 @@ def evaluate(
     clean_pred, clean_confidence = _predict(model, x)
     logger.info("clean accuracy %.4f on %d images", float((clean_pred == y).float().mean()), len(y))
 
-    settings = {"suite": _suite_config(suite), "limit": limit, "shard_size": shard_size}
+    settings = {
+        "suite": _suite_config(suite),
+        "limit": limit,
+        "shard_size": shard_size,
+        "defense": defense,
+    }
     identity = run_identity(model, dataset, settings)
     store = Checkpoint(checkpoint_dir, kind="evaluation") if checkpoint_dir is not None else None
     seed, stored = open_checkpoint(store, identity, clean_pred, clean_confidence, None, resume)
@@ -349,6 +360,7 @@ def evaluate(
         flags=detect_flags(stats, robust, output),
         wall_time=time.perf_counter() - start,
         per_class=per_class,
+        defense=defense,
     )
 
 

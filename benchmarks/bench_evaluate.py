@@ -51,12 +51,22 @@ def prepare_data(data_dir: Path, out: Path) -> tuple[Path, Path]:
     return train_path, eval_path
 
 
-def run(command: list[str], env: dict[str, str]) -> float:
-    """Run a CLI command, echoing it; return its wall time in seconds."""
+CLI = [sys.executable, "-m", "pixelguard.cli"]
+"""``pixelguard``, run by this interpreter."""
+
+
+def run(command: list[str]) -> float:
+    """Run a CLI command with one torch thread, echoing it; return its wall time in seconds."""
     print("$", shlex.join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env)
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - start
+
+
+def train_model(train_path: Path, epochs: int, model: Path) -> float:
+    """``pixelguard train`` a small CNN on ``train_path``; return its wall time."""
+    train = [*CLI, "train", "--data", str(train_path), "--split", "all"]
+    return run([*train, "--epochs", str(epochs), "--out", str(model), "--quiet"])
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -102,24 +112,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"no MNIST under {args.data_dir}")
     train_path, eval_path = prepare_data(args.data_dir, args.out / "data")
     model = args.out / f"mnist-small-cnn-e{args.epochs}.pt"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "pixelguard.cli"]
     results: dict[str, Any] = {
         "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "load_average_start": load_average(),
     }
     if not model.exists():
-        train = [*cli, "train", "--data", str(train_path), "--split", "all"]
-        train += ["--epochs", str(args.epochs), "--out", str(model), "--quiet"]
-        results["train_seconds"] = round(run(train, env), 1)
+        results["train_seconds"] = round(train_model(train_path, args.epochs, model), 1)
     report_dir = args.out / f"full-{args.n_images}"
-    evaluate = [*cli, "evaluate", "--model", str(model), "--data", str(eval_path)]
+    evaluate = [*CLI, "evaluate", "--model", str(model), "--data", str(eval_path)]
     evaluate += ["--split", "all", "--suite", "full", "--pixels", args.pixels, "--eps", args.eps]
     evaluate += ["--budget", str(args.budget), "--limit", str(args.n_images)]
     evaluate += ["--out", str(report_dir), "--quiet"]
     results["evaluate_command"] = shlex.join(["pixelguard", *evaluate[3:]])
-    results["evaluate_seconds"] = round(run(evaluate, env), 1)
+    results["evaluate_seconds"] = round(run(evaluate), 1)
     results["load_average_end"] = load_average()
     results["report"] = json.loads((report_dir / "report.json").read_text())
     results["report"].pop("budgets", None)  # per-image records stay in report.json

@@ -1,0 +1,305 @@
+"""Defenses on MNIST, each re-evaluated adaptively: preprocessing, hardening, detection, certification.
+
+The MNIST model of ``bench_evaluate.py`` (a small CNN trained with ``pixelguard train``
+on MNIST test images 0-7,999) is evaluated on images from 8,000 on:
+
+- **plain**: the full pixel suite (sparse-pgd, then sparse-rs, at every k);
+- **each preprocessing defense**, *non-adaptive* (the plain model's worst-case
+  adversarial images fed to the defended model, the evaluation a defense paper
+  without an adaptive attack would report) and *adaptive* (the whole suite run
+  against the defended model: sparse-pgd through straight-through gradients (BPDA),
+  with expectation over the randomness for random defenses, and black-box sparse-rs
+  on the defended model's own outputs);
+- **hardened**: the model after ``pixels:K`` adversarial training (sparse-pgd
+  examples), then the same suite; plus the median fewest pixels (``min-pixels``) of
+  plain and hardened models;
+- **detectors**: AUROC against sparse-rs adversarial images, and the adaptive attack
+  on model plus detector;
+- **randomized ablation**: median certified radius of the smoothed classifier.
+
+Every figure is measured in this run and written to ``results.json`` and
+``results.md``.
+
+Example:
+    python benchmarks/bench_defenses.py --quick
+    python benchmarks/bench_defenses.py --n-images 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import describe_machine, load_average, set_threads  # noqa: E402
+from bench_evaluate import prepare_data, train_model  # noqa: E402
+from bench_pixel import SHARED_DATASETS  # noqa: E402
+from pixelguard.attacks import create_attack  # noqa: E402
+from pixelguard.data import load_data  # noqa: E402
+from pixelguard.data.base import Dataset  # noqa: E402
+from pixelguard.defenses.certify import RandomizedAblation  # noqa: E402
+from pixelguard.defenses.detect import create_detector  # noqa: E402
+from pixelguard.defenses.harden import harden  # noqa: E402
+from pixelguard.defenses.spec import parse_defense  # noqa: E402
+from pixelguard.evaluate.certification import certify_dataset, train_ablation_base  # noqa: E402
+from pixelguard.evaluate.detection import evaluate_detector  # noqa: E402
+from pixelguard.evaluate.runner import Evaluation, evaluate  # noqa: E402
+from pixelguard.evaluate.suite import build_suite  # noqa: E402
+from pixelguard.models.base import Classifier  # noqa: E402
+from pixelguard.models.torch import TorchClassifier  # noqa: E402
+from pixelguard.models.zoo import load_checkpoint  # noqa: E402
+
+logger = logging.getLogger("benchmarks.defenses")
+
+DEFENSES = ("median:3", "outlier-removal", "bit-depth:3", "jpeg:75")
+DETECTORS = ("feature-squeezing", "isolated-pixel")
+ABLATION_KEEP = 45
+"""Pixels kept per ablation: Levine and Feizi's MNIST setting."""
+
+
+def plain_model(out: Path, train_path: Path, epochs: int) -> torch.nn.Module:
+    """``bench_evaluate.py``'s MNIST CNN (``pixelguard train``), trained once and cached."""
+    path = out / f"mnist-small-cnn-e{epochs}.pt"
+    if not path.exists():
+        train_model(train_path, epochs, path)
+    return load_checkpoint(path)[0].eval()
+
+
+def robust_summary(evaluation: Evaluation) -> dict[str, Any]:
+    """Clean and robust accuracy per budget, and the run's wall time."""
+    return {
+        "clean_accuracy": round(evaluation.clean_accuracy, 4),
+        "robust_accuracy": {k: round(v, 4) for k, v in evaluation.robust_accuracy().items()},
+        "wall_seconds": round(evaluation.wall_time, 1),
+        "flags": [f.code for f in evaluation.flags],
+    }
+
+
+def transfer_summary(defended: Classifier, plain: Evaluation) -> dict[str, Any]:
+    """The non-adaptive evaluation: the plain model's worst-case images, defended.
+
+    An image is robust at a budget when the defended model classifies both the clean
+    image and the plain model's worst-case image (the clean one where the plain
+    model was not broken) correctly.
+    """
+    y = plain.y
+
+    def correct(x: torch.Tensor) -> torch.Tensor:
+        preds = [defended.predict(chunk).argmax(dim=1) for chunk in x.split(256)]
+        return torch.cat(preds).cpu() == y
+
+    clean = correct(plain.x)
+    robust = {
+        b.label: round(float((clean & correct(b.x_adv)).float().mean()), 4) for b in plain.budgets
+    }
+    return {"clean_accuracy": round(float(clean.float().mean()), 4), "robust_accuracy": robust}
+
+
+def median_min_pixels(model: Classifier, data: Dataset, budget: int, max_pixels: int) -> dict:
+    """Median fewest pixels over the images; None when fewer than half were fooled.
+
+    An image ``min-pixels`` could not fool within ``max_pixels`` counts as needing
+    more, so the median is exact whenever at least half the images were fooled.
+    """
+    attack = create_attack("min-pixels", budget=budget, max_pixels=max_pixels, seed=0)
+    result = attack.run(model, data.x, data.y)
+    above = max_pixels + 1
+    pixels = torch.where(result.success, result.l0_pixels, torch.full_like(result.l0_pixels, above))
+    median = float(statistics.median(pixels.tolist()))
+    return {
+        "median_pixels": None if median >= above else median,
+        "max_pixels": max_pixels,
+        "budget": budget,
+        "fooled": int(result.success.sum()),
+        "n_images": len(data),
+        "seconds": round(result.wall_time, 1),
+    }
+
+
+def _median_text(entry: dict[str, Any]) -> str:
+    if entry["median_pixels"] is None:
+        return f"more than {entry['max_pixels']} ({entry['fooled']}/{entry['n_images']} fooled)"
+    return f"{entry['median_pixels']:g} ({entry['fooled']}/{entry['n_images']} fooled)"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """The results tables of BENCHMARKS.md."""
+    budgets = list(results["plain"]["robust_accuracy"])
+    head = "| model | evaluation | clean | " + " | ".join(budgets) + " |"
+    lines = [head, "|" + "---|" * (3 + len(budgets))]
+
+    def row(name: str, how: str, s: dict[str, Any]) -> None:
+        accs = " | ".join(f"{100 * s['robust_accuracy'][b]:.1f}%" for b in budgets)
+        lines.append(f"| {name} | {how} | {100 * s['clean_accuracy']:.1f}% | {accs} |")
+
+    row("plain", "full pixel suite", results["plain"])
+    for name, d in results["preprocessing"].items():
+        row(name, "non-adaptive (plain model's adversarials)", d["non_adaptive"])
+        row(name, "adaptive (BPDA/EOT + black-box)", d["adaptive"])
+    if "hardened" in results:
+        row(f"hardened ({results['hardened']['against']})", "full pixel suite", results["hardened"])
+    lines.append("")
+    if "min_pixels" in results:
+        mp = results["min_pixels"]
+        lines.append(
+            f"Median fewest pixels (min-pixels, budget {mp['plain']['budget']:,} queries): "
+            f"plain {_median_text(mp['plain'])}, hardened {_median_text(mp['hardened'])}"
+        )
+        lines.append("")
+    if results.get("detectors"):
+        lines += ["| detector | AUROC | detection at 1% FPR | at 5% FPR | adaptive evasion |"]
+        lines += ["|---|---|---|---|---|"]
+        for name, d in results["detectors"].items():
+            points = {p["target_fpr"]: p for p in d["operating_points"]}
+            rate = [
+                f"{100 * points[f]['detection_rate']:.1f}%" if f in points else "-"
+                for f in (0.01, 0.05)
+            ]
+            evasion = [
+                f"{100 * p['adaptive']['evasion_rate']:.1f}% @{p['target_fpr']:g}"
+                for p in d["operating_points"]
+                if p.get("adaptive")
+            ]
+            auroc = "-" if d["auroc"] is None else f"{d['auroc']:.3f}"
+            lines.append(f"| {name} | {auroc} | {rate[0]} | {rate[1]} | {', '.join(evasion)} |")
+        lines.append("")
+    if "certification" in results:
+        c = results["certification"]
+        lines.append(
+            f"Randomized ablation (keep {c['keep']}, {c['samples']:,} samples, alpha "
+            f"{c['alpha']}): clean accuracy {100 * c['clean_accuracy']:.1f}%, median certified "
+            f"radius {c['median_radius']} pixels, abstained {c['abstained']}/{c['n_images']}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-images", type=int, default=1000)
+    parser.add_argument("--pixels", default="1,3,10")
+    parser.add_argument("--budget", type=int, default=500, help="queries per image and attack")
+    parser.add_argument("--epochs", type=int, default=10, help="plain model's epochs")
+    parser.add_argument("--harden-against", default="pixels:3")
+    parser.add_argument("--harden-epochs", type=int, default=5)
+    parser.add_argument("--min-pixels-images", type=int, default=100)
+    parser.add_argument("--min-pixels-budget", type=int, default=10_000)
+    parser.add_argument("--certify-samples", type=int, default=1000)
+    parser.add_argument("--ablation-epochs", type=int, default=10)
+    parser.add_argument("--parts", default="plain,preprocessing,hardened,detectors,certify")
+    parser.add_argument("--data-dir", type=Path, default=SHARED_DATASETS)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/defenses"))
+    parser.add_argument(
+        "--model-dir", type=Path, default=Path("bench-out/evaluate"), help="bench_evaluate's --out"
+    )
+    parser.add_argument("--quick", action="store_true", help="40 images, small budgets")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n_images, args.budget, args.harden_epochs = 40, 100, 1
+        args.min_pixels_images, args.certify_samples, args.ablation_epochs = 20, 100, 1
+        args.min_pixels_budget = 2000
+    parts = set(args.parts.split(","))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    set_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_path, eval_path = prepare_data(args.data_dir, args.model_dir / "data")
+    train = load_data(str(train_path), split="all")
+    test = load_data(str(eval_path), split="all").subset(slice(0, args.n_images))
+    module = plain_model(args.model_dir, train_path, args.epochs)
+    plain = TorchClassifier(module, train.image_shape, output="logits")
+    pixels = [int(k) for k in args.pixels.split(",")]
+    results: dict[str, Any] = {
+        "command": " ".join(["python", "benchmarks/bench_defenses.py", *(argv or sys.argv[1:])]),
+        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": describe_machine(),
+        "load_average_start": load_average(),
+        "n_images": len(test),
+        "budget": args.budget,
+        "preprocessing": {},
+    }
+    suite = build_suite("pixel", pixels=pixels, budget=args.budget, gradients=True, seed=0)
+
+    def save() -> None:
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+    logger.info("plain model: pixel suite on %d images", len(test))
+    plain_eval = evaluate(plain, test, suite)
+    results["plain"] = robust_summary(plain_eval)
+    save()
+    if "preprocessing" in parts:
+        for spec in DEFENSES:
+            wrap, description = parse_defense(spec)
+            defended = wrap(plain)
+            logger.info("%s: adaptive pixel suite", spec)
+            adaptive = evaluate(defended, test, suite, defense=description)
+            results["preprocessing"][spec] = {
+                "defense": description,
+                "non_adaptive": transfer_summary(defended, plain_eval),
+                "adaptive": robust_summary(adaptive),
+            }
+            save()
+    if "hardened" in parts:
+        start = time.perf_counter()
+        hardened = harden(
+            module, train, args.harden_against, epochs=args.harden_epochs, seed=0
+        ).module.eval()
+        hardened_model = TorchClassifier(hardened, train.image_shape, output="logits")
+        results["hardened"] = {
+            "against": args.harden_against,
+            "epochs": args.harden_epochs,
+            "train_seconds": round(time.perf_counter() - start, 1),
+            **robust_summary(evaluate(hardened_model, test, suite)),
+        }
+        save()
+        subset = test.subset(slice(0, args.min_pixels_images))
+        results["min_pixels"] = {
+            name: median_min_pixels(model, subset, args.min_pixels_budget, max_pixels=64)
+            for name, model in (("plain", plain), ("hardened", hardened_model))
+        }
+        save()
+    if "detectors" in parts:
+        results["detectors"] = {}
+        attack = create_attack("sparse-rs", pixels=10, budget=args.budget, seed=0)
+        for name in DETECTORS:
+            logger.info("detector %s", name)
+            detection = evaluate_detector(plain, test, create_detector(name, plain), attack)
+            results["detectors"][name] = detection.to_dict()
+            save()
+    if "certify" in parts:
+        logger.info("randomized ablation: training the base classifier (keep %d)", ABLATION_KEEP)
+        base = train_ablation_base(train, ABLATION_KEEP, epochs=args.ablation_epochs, seed=0)
+        certifier = RandomizedAblation(
+            base.module, train.image_shape, ABLATION_KEEP, samples=args.certify_samples
+        )
+        certification = certify_dataset(certifier, test).to_dict()
+        results["certification"] = {
+            "keep": ABLATION_KEEP,
+            "samples": args.certify_samples,
+            "alpha": certifier.alpha,
+            "base_metrics": base.metrics,
+            **{k: certification[k] for k in ("n_images", "clean_accuracy", "abstained")},
+            "median_radius": certification["median_radius"],
+            "certified_accuracy": certification["certified_accuracy"],
+            "wall_seconds": certification["wall_time"],
+        }
+        save()
+    results["load_average_end"] = load_average()
+    save()
+    table = render_markdown(results)
+    (args.out / "results.md").write_text(table)
+    print(table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -109,8 +109,9 @@ def transfer_summary(defended: Classifier, plain: Evaluation) -> dict[str, Any]:
 def median_min_pixels(model: Classifier, data: Dataset, budget: int, max_pixels: int) -> dict:
     """Median fewest pixels over the images; None when fewer than half were fooled.
 
-    An image ``min-pixels`` could not fool within ``max_pixels`` counts as needing
-    more, so the median is exact whenever at least half the images were fooled.
+    An image ``min-pixels`` could not fool (within ``max_pixels`` and the budget)
+    counts as needing more than any fooled one, so the median is that of the fooled
+    images' counts and the unfooled ones whenever at least half were fooled.
     """
     attack = create_attack("min-pixels", budget=budget, max_pixels=max_pixels, seed=0)
     result = attack.run(model, data.x, data.y)
@@ -129,7 +130,7 @@ def median_min_pixels(model: Classifier, data: Dataset, budget: int, max_pixels:
 
 def _median_text(entry: dict[str, Any]) -> str:
     if entry["median_pixels"] is None:
-        return f"more than {entry['max_pixels']} ({entry['fooled']}/{entry['n_images']} fooled)"
+        return f"n/a, fewer than half fooled ({entry['fooled']}/{entry['n_images']})"
     return f"{entry['median_pixels']:g} ({entry['fooled']}/{entry['n_images']} fooled)"
 
 

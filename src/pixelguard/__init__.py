@@ -7,6 +7,10 @@ The user-facing names, in the order of a typical session::
     model = pg.load_model("model.pt")
     run = pg.attack_dataset(model, pg.load_data("digits"), pg.create_attack("pixel-de", pixels=3))
     print(run.summary())
+
+    suite = pg.build_suite("full", gradients=model.capabilities.gradients)
+    evaluation = pg.evaluate(model, pg.load_data("digits"), suite, checkpoint_dir="eval/checkpoint")
+    pg.write_evaluation_report("eval", evaluation)   # report.json, .md, .html, adversarial.npz
 """
 
 __version__ = "0.1.0"
@@ -14,10 +18,19 @@ __version__ = "0.1.0"
 from pixelguard.attacks import Attack, AttackResult, create_attack, list_attacks  # noqa: E402
 from pixelguard.data import Dataset, load_data  # noqa: E402
 from pixelguard.errors import PixelguardError  # noqa: E402
-from pixelguard.evaluate import AttackRun, attack_dataset, merge_results  # noqa: E402
+from pixelguard.evaluate import (  # noqa: E402
+    AttackRun,
+    Evaluation,
+    attack_dataset,
+    build_suite,
+    evaluate,
+    merge_results,
+)
 from pixelguard.models import Classifier, load_model  # noqa: E402
 from pixelguard.report import (  # noqa: E402
+    compare_folders,
     write_adversarial_npz,
+    write_evaluation_report,
     write_examples_png,
     write_results_json,
     write_run_reports,
@@ -29,15 +42,20 @@ __all__ = [
     "AttackRun",
     "Classifier",
     "Dataset",
+    "Evaluation",
     "PixelguardError",
     "__version__",
     "attack_dataset",
+    "build_suite",
+    "compare_folders",
     "create_attack",
+    "evaluate",
     "list_attacks",
     "load_data",
     "load_model",
     "merge_results",
     "write_adversarial_npz",
+    "write_evaluation_report",
     "write_examples_png",
     "write_results_json",
     "write_run_reports",

@@ -258,3 +258,11 @@ def fingerprint(*arrays: np.ndarray | torch.Tensor, extra: dict[str, Any] | None
     if extra is not None:
         h.update(json.dumps(extra, sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def write_results(out: Path, results: dict[str, Any], table: str) -> None:
+    """Write ``results.json`` and ``results.md`` (the ``table``) into ``out``; print the table."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(table if table.endswith("\n") else table + "\n")
+    print(table)

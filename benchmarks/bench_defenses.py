@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import describe_machine, load_average, set_threads  # noqa: E402
+from _common import describe_machine, load_average, set_threads, write_results  # noqa: E402
 from bench_evaluate import prepare_data, train_model  # noqa: E402
 from bench_pixel import SHARED_DATASETS  # noqa: E402
 from pixelguard.attacks import create_attack  # noqa: E402
@@ -296,9 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         save()
     results["load_average_end"] = load_average()
     save()
-    table = render_markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    write_results(args.out, results, render_markdown(results))
     return results
 
 

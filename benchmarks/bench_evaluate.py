@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import describe_machine, load_average  # noqa: E402
+from _common import describe_machine, load_average, write_results  # noqa: E402
 from bench_pixel import SHARED_DATASETS  # noqa: E402
 from pixelguard.data import load_data  # noqa: E402
 
@@ -130,10 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["report"] = json.loads((report_dir / "report.json").read_text())
     results["report"].pop("budgets", None)  # per-image records stay in report.json
     results["report"].pop("images", None)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = render_markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    write_results(args.out, results, render_markdown(results))
     return results
 
 

@@ -60,7 +60,9 @@ def pixelguard_pgd(module: nn.Module, task: Task, eps: float, step: float, steps
     return lambda x, y: attack.run(model, x, y).x_adv
 
 
-def torchattacks_pgd(module: nn.Module, task: Task, eps: float, step: float, steps: int) -> AttackFn:
+def torchattacks_pgd(
+    module: nn.Module, task: Task, eps: float, step: float, steps: int
+) -> AttackFn:
     import torchattacks
 
     attack = torchattacks.PGD(module, eps=eps, alpha=step, steps=steps, random_start=True)
@@ -80,8 +82,14 @@ def art_pgd(module: nn.Module, task: Task, eps: float, step: float, steps: int) 
         device_type="cpu",
     )
     attack = ProjectedGradientDescentPyTorch(
-        estimator, norm=np.inf, eps=eps, eps_step=step, max_iter=steps,
-        num_random_init=1, batch_size=4096, verbose=False,
+        estimator,
+        norm=np.inf,
+        eps=eps,
+        eps_step=step,
+        max_iter=steps,
+        num_random_init=1,
+        batch_size=4096,
+        verbose=False,
     )
 
     def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -97,11 +105,15 @@ RUNNERS: dict[str, Callable[[nn.Module, Task, float, float, int], AttackFn]] = {
 }
 
 
-def verified_success(module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, eps: float) -> float:
+def verified_success(
+    module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, eps: float
+) -> float:
     """Share of images misclassified by a fresh forward pass, within eps and [0, 1]."""
     with torch.no_grad():
         pred = module(x_adv).argmax(dim=1)
-    inside = ((x_adv - x).flatten(1).abs().amax(dim=1) <= eps + 1e-6) & (x_adv.flatten(1).amin(dim=1) >= 0)
+    inside = ((x_adv - x).flatten(1).abs().amax(dim=1) <= eps + 1e-6) & (
+        x_adv.flatten(1).amin(dim=1) >= 0
+    )
     inside &= x_adv.flatten(1).amax(dim=1) <= 1
     return float(((pred != y) & inside).float().mean())
 
@@ -114,7 +126,9 @@ def measure(names: list[str], task: Task, args: argparse.Namespace) -> list[dict
     """
     step = 2.5 * args.eps / args.steps
     counting = {name: CountingModule(task.module).eval() for name in names}
-    attacks = {name: RUNNERS[name](counting[name], task, args.eps, step, args.steps) for name in names}
+    attacks = {
+        name: RUNNERS[name](counting[name], task, args.eps, step, args.steps) for name in names
+    }
     x, y = task.x, task.y
     times: dict[str, list[float]] = {name: [] for name in names}
     forward = {name: CallStats() for name in names}
@@ -131,13 +145,17 @@ def measure(names: list[str], task: Task, args: argparse.Namespace) -> list[dict
     rows = []
     for name in names:
         wall = statistics.median(times[name])
-        rows.append({
-            "attack": name,
-            "wall_seconds": round(wall, 4),
-            "images_per_second": round(x.shape[0] / wall, 1),
-            "forward_images_per_run": forward[name].images // args.repeats,
-            "success_rate": round(verified_success(task.module, x, y, x_adv[name], args.eps), 4),
-        })
+        rows.append(
+            {
+                "attack": name,
+                "wall_seconds": round(wall, 4),
+                "images_per_second": round(x.shape[0] / wall, 1),
+                "forward_images_per_run": forward[name].images // args.repeats,
+                "success_rate": round(
+                    verified_success(task.module, x, y, x_adv[name], args.eps), 4
+                ),
+            }
+        )
     return rows
 
 
@@ -149,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="Linf budget in [0, 1] units")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: all cores)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2-epoch models, 64 images, 1 repeat")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -172,12 +192,16 @@ def main(argv: list[str] | None = None) -> None:
         task = build_task(dataset, args.n_images, args.seed, args.quick)
         rows = measure(names, task, args)
         results["tasks"][dataset] = {"input_shape": task.input_shape, "rows": rows}
-        print(f"\n{dataset} {task.input_shape}, {args.n_images} images, Linf eps {args.eps}, "
-              f"{args.steps} steps, {threads} threads")
+        print(
+            f"\n{dataset} {task.input_shape}, {args.n_images} images, Linf eps {args.eps}, "
+            f"{args.steps} steps, {threads} threads"
+        )
         print(f"{'attack':<14}{'images/s':>10}{'wall s':>9}{'success':>9}{'fwd imgs':>10}")
         for r in rows:
-            print(f"{r['attack']:<14}{r['images_per_second']:>10}{r['wall_seconds']:>9}"
-                  f"{r['success_rate']:>9}{r['forward_images_per_run']:>10}")
+            print(
+                f"{r['attack']:<14}{r['images_per_second']:>10}{r['wall_seconds']:>9}"
+                f"{r['success_rate']:>9}{r['forward_images_per_run']:>10}"
+            )
     results["load_average_end"] = load_average()
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

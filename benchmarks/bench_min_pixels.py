@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import shlex
 import sys
@@ -46,6 +45,7 @@ from _common import (  # noqa: E402
     load_average,
     package_versions,
     set_threads,
+    write_results,
 )
 from _sparse_common import L0_TOLERANCE, median, strict_check  # noqa: E402
 from bench_pixel import SHARED_DATASETS, Task, build_task  # noqa: E402
@@ -380,10 +380,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     plot_histogram(results, args.out / "histogram.png")
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = render_markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    write_results(args.out, results, render_markdown(results))
     return results
 
 

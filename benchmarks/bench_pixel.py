@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import shlex
@@ -45,6 +44,7 @@ from _common import (  # noqa: E402
     package_versions,
     set_threads,
     source_revision,
+    write_results,
 )
 from pixelguard.attacks.pixel_de import PixelDE  # noqa: E402
 from pixelguard.data import load_data  # noqa: E402
@@ -719,11 +719,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results["load_average_end"] = load_average()
     results["wall_seconds"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = render_markdown(results)
-    (args.out / "results.md").write_text(table + "\n")
-    print(table)
+    write_results(args.out, results, render_markdown(results))
     return results
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import shlex
 import sys
@@ -49,6 +48,7 @@ from _common import (  # noqa: E402
     load_average,
     package_versions,
     set_threads,
+    write_results,
 )
 from _sparse_common import (  # noqa: E402
     L0_TOLERANCE,
@@ -635,10 +635,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["wall_seconds"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds(), 1)
     args.out.mkdir(parents=True, exist_ok=True)
     results["plots"] = plot_curves(results, args.out)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    table = render_markdown(results)
-    (args.out / "results.md").write_text(table)
-    print(table)
+    write_results(args.out, results, render_markdown(results))
     return results
 
 

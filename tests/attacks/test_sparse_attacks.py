@@ -9,7 +9,7 @@ import torch
 from pixelguard.attacks import CornerSearch, LabelOnly, MinPixels, PixelDE, SparseRS
 from pixelguard.attacks._population import corner_table
 from pixelguard.attacks.min_pixels import pixel_schedule
-from pixelguard.attacks.sparse_rs import swap_fraction
+from pixelguard.attacks.sparse_rs import proposals_per_image, swap_fraction
 from pixelguard.errors import CapabilityError, ConfigError
 from pixelguard.metrics.distances import changed_pixels
 from pixelguard.models.callable import CallableClassifier
@@ -141,3 +141,17 @@ def test_label_only_max_pixels_and_targeted_refusal(labels_only_model, batch):
 def test_invalid_configuration_is_refused(factory):
     with pytest.raises(ConfigError):
         factory()
+
+
+def test_few_images_propose_several_candidates_within_the_budget(digits_model, batch):
+    assert proposals_per_image(active=100, min_batch=64, queries_left=50) == 1
+    assert proposals_per_image(active=4, min_batch=64, queries_left=50) == 16
+    assert proposals_per_image(active=4, min_batch=64, queries_left=3) == 3
+    x, y = batch
+    x, y = x[:2], y[:2]
+    for min_batch in (1, 64):
+        result = SparseRS(pixels=3, steps=199, budget=200, seed=0, min_batch=min_batch).run(
+            digits_model, x, y
+        )
+        check_attack_result(result, digits_model, x, max_pixels=3, budget=200)
+        assert int(result.queries.max()) <= 200

@@ -3,7 +3,9 @@
 Keep ``k`` perturbed pixels coloured at corners of the colour cube; each step
 proposes to move a shrinking fraction of them to other positions with new corner
 colours, and keeps the proposal when the margin loss improves. One query per image
-per step, all images in one model call, each image stopping at its first success.
+per step, all images in one model call, each image stopping at its first success;
+when only a few images are left, each proposes several candidates per step so that
+model calls stay large enough to run efficiently.
 For ``k = 1`` the exact scan over every position and corner is used whenever the
 budget allows it.
 
@@ -37,6 +39,9 @@ _SCHEDULE = ((10, 1.0), (50, 2.0), (200, 4.0), (500, 5.0), (1000, 6.0), (2000, 8
              (4000, 10.0), (6000, 12.0), (8000, 15.0))
 """Sparse-RS's step-size schedule on a 10,000-step scale: up to step s, divide p_init by d."""
 
+MAX_PROPOSALS = 16
+"""Most candidates one image proposes per step when few images are left searching."""
+
 
 def swap_fraction(p_init: float, step: int, steps: int) -> float:
     """Fraction of the perturbed pixels a proposal moves at ``step`` of ``steps``."""
@@ -45,6 +50,17 @@ def swap_fraction(p_init: float, step: int, steps: int) -> float:
         if scaled <= upper:
             return p_init / divisor
     return p_init / 20.0
+
+
+def proposals_per_image(active: int, min_batch: int, queries_left: int) -> int:
+    """Candidates each of ``active`` images proposes in one step.
+
+    One while at least ``min_batch`` images are searching; below that, enough that a
+    model call still holds about ``min_batch`` candidates (at most
+    :data:`MAX_PROPOSALS`), never more than ``queries_left``.
+    """
+    wanted = -(-min_batch // max(active, 1))
+    return max(1, min(wanted, MAX_PROPOSALS, queries_left))
 
 
 def sparse_random_search(
@@ -57,12 +73,16 @@ def sparse_random_search(
     loss_fn: LossFunction,
     start: tuple[torch.Tensor, torch.Tensor] | None = None,
     report_progress: bool = False,
+    min_batch: int = 1,
 ) -> torch.Tensor:
     """Run the search on the ``active`` images; write winners into ``state.x_adv``.
 
     Each image spends at most ``steps`` queries here (fewer if its budget ends first).
     ``start`` gives each active image's initial pixel positions and corner indices,
-    shape (A, k) each, instead of random ones.
+    shape (A, k) each, instead of random ones. When fewer than ``min_batch`` images
+    are searching, each proposes several candidates from its current set per step
+    (see :func:`proposals_per_image`) and keeps the best: the same random search,
+    with model calls large enough to run efficiently.
 
     Shape:
         active: (A,) image indices -> (N,) bool, the images fooled.
@@ -81,34 +101,42 @@ def sparse_random_search(
     else:
         pos, col = start
     loss = torch.full((active.numel(),), float("inf"), device=x.device)
-    for step in range(steps):
-        if step > 0:
-            n_swap = min(max(1, int(swap_fraction(p_init, step, steps) * k)), n_pixels - k or k)
-            which = torch.rand((active.numel(), k), generator=generator).topk(n_swap, dim=1).indices
+    spent = 0
+    while spent < steps and active.numel():
+        a = active.numel()
+        if spent == 0:
+            m, cand_pos, cand_col = 1, pos, col
+        else:
+            left = min(steps - spent, int(state.remaining(active).min()))
+            m = proposals_per_image(a, min_batch, left)
+            owner = torch.arange(a, device=x.device).repeat_interleave(m)
+            base_pos, base_col = pos[owner], col[owner]
+            n_swap = min(max(1, int(swap_fraction(p_init, spent, steps) * k)), n_pixels - k or k)
+            which = torch.rand((a * m, k), generator=generator).topk(n_swap, dim=1).indices
             which = which.to(x.device)
             if k < n_pixels:
-                moved = sample_positions(generator, active.numel(), n_pixels, n_swap, exclude=pos)
+                moved = sample_positions(generator, a * m, n_pixels, n_swap, exclude=base_pos)
             else:
-                moved = pos.gather(1, which)
+                moved = base_pos.gather(1, which)
             moved = moved.to(x.device)
-            cand_pos = pos.scatter(1, which, moved)
-            new_col = sample_new_corners(generator, on_corner[slot].gather(1, moved), c)
-            cand_col = col.scatter(1, which, new_col)
-        else:
-            cand_pos, cand_col = pos, col
+            cand_pos = base_pos.scatter(1, which, moved)
+            new_col = sample_new_corners(generator, on_corner[slot[owner]].gather(1, moved), c)
+            cand_col = base_col.scatter(1, which, new_col)
+        owners = active.repeat_interleave(m)
         values = corners[cand_col]
-        step_loss, fooled = score_candidates(state, active, cand_pos, values, loss_fn)
-        fooled_images |= record_winners(state, active, cand_pos, values, step_loss, fooled)
-        better = step_loss < loss
-        pos = torch.where(better.unsqueeze(1), cand_pos, pos)
-        col = torch.where(better.unsqueeze(1), cand_col, col)
-        loss = torch.where(better, step_loss, loss)
-        keep = ~fooled & (state.remaining(active) >= 1)
+        step_loss, fooled = score_candidates(state, owners, cand_pos, values, loss_fn)
+        fooled_images |= record_winners(state, owners, cand_pos, values, step_loss, fooled)
+        best_loss, best = step_loss.view(a, m).min(dim=1)
+        pick = torch.arange(a, device=x.device) * m + best
+        better = best_loss < loss
+        pos = torch.where(better.unsqueeze(1), cand_pos[pick], pos)
+        col = torch.where(better.unsqueeze(1), cand_col[pick], col)
+        loss = torch.where(better, best_loss, loss)
+        spent += m
+        keep = ~fooled.view(a, m).any(dim=1) & (state.remaining(active) >= 1)
         active, pos, col, loss, slot = active[keep], pos[keep], col[keep], loss[keep], slot[keep]
         if report_progress:
             state.report(n - active.numel())
-        if active.numel() == 0:
-            break
     return fooled_images
 
 
@@ -123,6 +151,9 @@ class SparseRS(Attack):
         p_init: initial fraction of the k pixels a proposal moves (Sparse-RS: 0.3).
         exact_single_pixel: for k = 1, scan every position at every corner instead
             when the budget covers it (exact over corners, at most 2**C * H * W queries).
+        min_batch: when fewer images than this are still searching, each proposes
+            several candidates per step (one query each, the best kept), so model
+            calls stay large enough to be fast; 1 keeps one proposal per step.
         seed: seed of the attack's random generator.
         budget: hard limit on queries per image, the clean query included.
 
@@ -138,9 +169,12 @@ class SparseRS(Attack):
     steps: int = 10_000
     p_init: float = 0.3
     exact_single_pixel: bool = True
+    min_batch: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.min_batch < 1:
+            raise ConfigError(f"sparse-rs: min_batch must be at least 1, got {self.min_batch}")
         if self.pixels < 1:
             raise ConfigError(f"sparse-rs: pixels must be at least 1, got {self.pixels}")
         if self.steps < 1:
@@ -169,4 +203,5 @@ class SparseRS(Attack):
             p_init=self.p_init,
             loss_fn=margin_loss(OutputKind(state.model.capabilities.output), state.reject_class),
             report_progress=True,
+            min_batch=self.min_batch,
         )

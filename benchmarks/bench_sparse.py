@@ -112,7 +112,7 @@ def run_sparse_rs(
     n = int(task.x.shape[0])
     # run() spends two uncounted verification passes (clean and adversarial batch).
     notes = {
-        "corner_scan": k == 1 and budget > corner_search_cost(task.input_shape),
+        "corner_scan": k == 1 and budget >= corner_search_cost(task.input_shape),
         "attack_wall_time": round(result.wall_time, 4),
         "claimed_success": int(result.success.sum()),
         "wrapper_images_minus_reported": forward.images - int(queries.sum()) - 2 * n,

@@ -43,7 +43,7 @@ def test_small_cnn_reaches_95_percent_on_held_out_digits(digits) -> None:
     assert accuracy >= 0.95
     assert metrics["train_accuracy"] >= 0.95
     assert metrics["val_accuracy"] is None and metrics["epochs"] == 12
-    assert metrics["train_size"] == 1437 and isinstance(metrics["seconds"], float)
+    assert metrics["train_size"] == 1437 and "seconds" in metrics
     assert [c[:2] for c in calls] == [(e, 12) for e in range(1, 13)]
     assert calls[-1][2] < calls[0][2]
 

@@ -113,6 +113,30 @@ def test_detect_without_adaptive_attacker(cli, checkpoint, tmp_path):
     assert point["adaptive"] is None and point["target_fpr"] == 0.05
 
 
+def test_detect_takes_detector_settings(cli, checkpoint, tmp_path):
+    out = tmp_path / "detect"
+    cli(
+        "detect", "--model", checkpoint, "--data", "digits", "--detector", "feature-squeezing",
+        "--detector-param", "squeezers=median2,bits3", "--pixels", "2", "--param", "steps=50",
+        "--limit", "20", "--fpr", "0.05", "--no-adaptive", "--quiet", "--out", out,
+    )  # fmt: skip
+    detector = json.loads((out / "detection.json").read_text())["detector"]
+    assert detector["squeezers"] == ["median2", "bits3"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("top", "--detector-param must be key=value"), ("depth=2", "invalid detector parameters")],
+)
+def test_a_bad_detector_setting_is_one_error_line(cli, checkpoint, tmp_path, setting, message):
+    result = cli(
+        "detect", "--model", checkpoint, "--data", "digits", "--detector", "isolated-pixel",
+        "--detector-param", setting, "--out", tmp_path / "d", code=2,
+    )  # fmt: skip
+    assert result.stderr.startswith("error:") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_detect_with_a_gradient_attack_and_adaptive_is_one_error_line(cli, checkpoint, tmp_path):
     result = cli(
         "detect", "--model", checkpoint, "--data", "digits", "--detector", "isolated-pixels",

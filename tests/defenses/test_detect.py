@@ -84,7 +84,7 @@ def test_isolated_pixel_scores_on_hand_made_images() -> None:
     x = torch.full((3, 1, 6, 6), 0.25)
     x[1, 0, 2, 2] = 1.0
     x[2, 0, 2, 2], x[2, 0, 4, 1] = 1.0, 0.75
-    assert torch.allclose(IsolatedPixelDetector().score(x), torch.tensor([0.0, 0.75, 0.75]))
+    assert torch.allclose(IsolatedPixelDetector(top=1).score(x), torch.tensor([0.0, 0.75, 0.75]))
     assert torch.allclose(IsolatedPixelDetector(top=2).score(x), torch.tensor([0.0, 0.75, 1.25]))
 
 
@@ -108,8 +108,12 @@ def test_detectors_separate_three_pixel_adversarials_from_clean_digits(
 def test_unfitted_detector_and_bad_settings_raise(digits_model) -> None:
     with pytest.raises(NotFittedError):
         IsolatedPixelDetector().threshold  # noqa: B018
+    assert FeatureSqueezingDetector(digits_model, squeezers="median3, bits2").squeezers == (
+        "median3",
+        "bits2",
+    )
     with pytest.raises(ConfigError):
-        FeatureSqueezingDetector(digits_model, squeezers="median3")
+        FeatureSqueezingDetector(digits_model, squeezers=" , ")
     with pytest.raises(ConfigError):
         FeatureSqueezingDetector(digits_model, squeezers=("blur3",))
     with pytest.raises(ConfigError):

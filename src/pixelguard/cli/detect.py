@@ -29,6 +29,14 @@ def detect_command(
             rich_help_panel=DETECTOR_PANEL,
         ),
     ],
+    detector_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A detector setting as key=value (repeatable), e.g. top=3 for "
+            "isolated-pixel or squeezers=median3,bits4 for feature-squeezing.",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ] = None,
     fpr: Annotated[
         str,
         typer.Option(
@@ -113,6 +121,7 @@ def detect_command(
 ) -> None:
     """Fit a detector on clean images, attack held-out ones, report how many it catches."""
     rates = parse_floats(fpr, "--fpr") or ()
+    settings = {"seed": seed, **opt.parse_key_values(detector_param or [], "--detector-param")}
     attack = opt.build_attack(
         attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
     )
@@ -122,7 +131,7 @@ def detect_command(
     data_options = opt.DataOptions(labels, data_layout, value_range, split)
     classifier = model_options.load(model)
     dataset = data_options.load(data)
-    chosen = create_detector(detector, classifier, seed=seed)
+    chosen = create_detector(detector, classifier, **settings)
     with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
         evaluation = evaluate_detector(
             classifier,

@@ -290,6 +290,22 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
+    """``key=value`` texts as a dict; keys with ``-`` become ``_``, values as in JSON when they parse.
+
+    Raises:
+        ConfigError: an item without ``=`` or with an empty key.
+    """
+    chosen: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{flag} must be key=value, got {item!r}")
+        chosen[key] = _parse_value(value.strip())
+    return chosen
+
+
 DEFAULT_ATTACK = "pixel-de"
 AUTO_PIXELS_ATTACK = "min-pixels"
 
@@ -330,12 +346,7 @@ def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attac
     factory = attacks.get(name)
     fields = {f.name for f in dataclasses.fields(factory)} if isinstance(factory, type) else set()
     chosen = {key: value for key, value in options.items() if value is not None}
-    for item in params:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"--param must be key=value, got {item!r}")
-        chosen[key] = _parse_value(value.strip())
+    chosen.update(parse_key_values(params, "--param"))
     unknown = sorted(set(chosen) - fields)
     if unknown:
         raise ConfigError(

@@ -36,7 +36,6 @@ import json
 import logging
 import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ from pixelguard.evaluate.runner import Evaluation, evaluate  # noqa: E402
 from pixelguard.evaluate.suite import build_suite  # noqa: E402
 from pixelguard.models.base import Classifier  # noqa: E402
 from pixelguard.models.torch import TorchClassifier  # noqa: E402
-from pixelguard.models.zoo import load_checkpoint  # noqa: E402
+from pixelguard.models.zoo import load_checkpoint, save_checkpoint  # noqa: E402
 
 logger = logging.getLogger("benchmarks.defenses")
 
@@ -71,12 +70,67 @@ ABLATION_KEEP = 45
 """Pixels kept per ablation: Levine and Feizi's MNIST setting."""
 
 
-def plain_model(out: Path, train_path: Path, epochs: int) -> torch.nn.Module:
-    """``bench_evaluate.py``'s MNIST CNN (``pixelguard train``), trained once and cached."""
+def plain_model(out: Path, train_path: Path, epochs: int) -> Path:
+    """``bench_evaluate.py``'s MNIST CNN (``pixelguard train``), trained once; its checkpoint."""
     path = out / f"mnist-small-cnn-e{epochs}.pt"
     if not path.exists():
         train_model(train_path, epochs, path)
-    return load_checkpoint(path)[0].eval()
+    return path
+
+
+def hardened_model(plain_path: Path, train: Dataset, args: argparse.Namespace) -> dict[str, Any]:
+    """The plain model adversarially trained as ``args`` say, trained once and cached.
+
+    Returns ``module`` (eval mode) and the training's ``params``, ``history`` and
+    ``train_seconds``; the checkpoint lies beside the plain one, named by the settings.
+    """
+    beta = "" if args.harden_trades_beta is None else f"-trades{args.harden_trades_beta:g}"
+    name = f"{args.harden_against.replace(':', '')}-e{args.harden_epochs}-f{args.harden_fraction:g}"
+    path = plain_path.with_name(f"{plain_path.stem}-hardened-{name}{beta}.pt")
+    if path.exists():
+        module, meta = load_checkpoint(path)
+        return {"module": module.eval(), **meta["metrics"]}
+    module, meta = load_checkpoint(plain_path)
+    hardening = harden(
+        module,
+        train,
+        args.harden_against,
+        epochs=args.harden_epochs,
+        adversarial_fraction=args.harden_fraction,
+        trades_beta=args.harden_trades_beta,
+        seed=0,
+    )
+    metrics = {
+        "params": hardening.params,
+        "history": hardening.history,
+        "train_seconds": round(hardening.seconds, 1),
+    }
+    save_checkpoint(
+        path,
+        hardening.module,
+        arch=meta["arch"],
+        arch_params=meta["arch_params"],
+        input_shape=meta["input_shape"],
+        class_names=meta["class_names"],
+        spec=meta["spec"],
+        metrics=metrics,
+    )
+    return {"module": hardening.module.eval(), **metrics}
+
+
+def budget_strength(model: Classifier, data: Dataset, pixels: int, budgets: Sequence[int]) -> dict:
+    """Robust accuracy under sparse-rs alone at each query budget, on the same images.
+
+    Shows whether a robust accuracy is a property of the model or of a small budget:
+    it should level off as the budget grows.
+    """
+    clean = torch.cat([model.predict(x).argmax(dim=1).cpu() for x in data.x.split(256)]) == data.y
+    robust = {}
+    for budget in budgets:
+        attack = create_attack("sparse-rs", pixels=pixels, budget=budget, seed=0)
+        result = attack.run(model, data.x[clean], data.y[clean])
+        robust[budget] = round(float((~result.success).sum()) / len(data), 4)
+    return {"pixels": pixels, "n_images": len(data), "robust_accuracy": robust}
 
 
 def robust_summary(evaluation: Evaluation) -> dict[str, Any]:
@@ -161,6 +215,21 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"plain {_median_text(mp['plain'])}, hardened {_median_text(mp['hardened'])}"
         )
         lines.append("")
+    if "strength" in results:
+        strength = results["strength"]
+        first = next(iter(strength.values()))
+        budgets_run = list(first["robust_accuracy"])
+        lines += [
+            f"Sparse-rs alone at k = {first['pixels']} on the first {first['n_images']} images, "
+            "by query budget (does robust accuracy level off?):",
+            "",
+            "| model | " + " | ".join(f"{int(b):,} queries" for b in budgets_run) + " |",
+            "|---|" + "---|" * len(budgets_run),
+        ]
+        for name, entry in strength.items():
+            accs = " | ".join(f"{100 * entry['robust_accuracy'][b]:.1f}%" for b in budgets_run)
+            lines.append(f"| {name} | {accs} |")
+        lines.append("")
     if results.get("detectors"):
         lines += ["| detector | AUROC | detection at 1% FPR | at 5% FPR | adaptive evasion |"]
         lines += ["|---|---|---|---|---|"]
@@ -217,6 +286,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--harden-trades-beta", type=float, default=None)
     parser.add_argument("--min-pixels-images", type=int, default=100)
     parser.add_argument("--min-pixels-budget", type=int, default=10_000)
+    parser.add_argument("--strength-images", type=int, default=200)
+    parser.add_argument("--strength-budgets", default="300,3000,10000", help="sparse-rs budgets")
     parser.add_argument("--certify-samples", type=int, default=1000)
     parser.add_argument("--ablation-epochs", type=int, default=10)
     parser.add_argument("--parts", default="plain,preprocessing,hardened,detectors,certify")
@@ -237,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.n_images, args.budget, args.harden_epochs = 40, 100, 1
         args.min_pixels_images, args.certify_samples, args.ablation_epochs = 20, 100, 1
-        args.min_pixels_budget = 2000
+        args.min_pixels_budget, args.strength_budgets = 2000, "100,1000"
     parts = set(args.parts.split(","))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     set_threads(1)
@@ -245,8 +316,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     train_path, eval_path = prepare_data(args.data_dir, args.model_dir / "data")
     train = load_data(str(train_path), split="all")
     test = load_data(str(eval_path), split="all").subset(slice(0, args.n_images))
-    module = plain_model(args.model_dir, train_path, args.epochs)
-    plain = TorchClassifier(module, train.image_shape, output="logits")
+    plain_path = plain_model(args.model_dir, train_path, args.epochs)
+    plain = TorchClassifier(load_checkpoint(plain_path)[0].eval(), train.image_shape, output="logits")
     pixels = [int(k) for k in args.pixels.split(",")]
     results: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/bench_defenses.py", *(argv or sys.argv[1:])]),
@@ -279,33 +350,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "adaptive": robust_summary(adaptive),
             }
             save()
+    if parts & {"hardened", "strength"}:
+        hardened = hardened_model(plain_path, train, args)
+        hardened_classifier = TorchClassifier(hardened["module"], train.image_shape, output="logits")
     if "hardened" in parts:
-        start = time.perf_counter()
-        hardening = harden(
-            module,
-            train,
-            args.harden_against,
-            epochs=args.harden_epochs,
-            adversarial_fraction=args.harden_fraction,
-            trades_beta=args.harden_trades_beta,
-            seed=0,
-        )
-        hardened_model = TorchClassifier(
-            hardening.module.eval(), train.image_shape, output="logits"
-        )
         results["hardened"] = {
             "against": args.harden_against,
             "epochs": args.harden_epochs,
             "adversarial_fraction": args.harden_fraction,
             "trades_beta": args.harden_trades_beta,
-            "train_seconds": round(time.perf_counter() - start, 1),
-            **robust_summary(evaluate(hardened_model, test, suite)),
+            "train_seconds": hardened["train_seconds"],
+            **robust_summary(evaluate(hardened_classifier, test, suite)),
         }
         save()
         subset = test.subset(slice(0, args.min_pixels_images))
         results["min_pixels"] = {
             name: median_min_pixels(model, subset, args.min_pixels_budget, max_pixels=64)
-            for name, model in (("plain", plain), ("hardened", hardened_model))
+            for name, model in (("plain", plain), ("hardened", hardened_classifier))
+        }
+        save()
+    if "strength" in parts:
+        subset = test.subset(slice(0, args.strength_images))
+        budgets = [int(b) for b in args.strength_budgets.split(",")]
+        median_filtered = parse_defense("median:3")[0](plain)
+        results["strength"] = {
+            name: budget_strength(model, subset, max(pixels), budgets)
+            for name, model in (
+                ("plain", plain),
+                ("median:3", median_filtered),
+                ("hardened", hardened_classifier),
+            )
         }
         save()
     if "detectors" in parts:

@@ -43,7 +43,8 @@ def test_small_cnn_reaches_95_percent_on_held_out_digits(digits) -> None:
     assert accuracy >= 0.95
     assert metrics["train_accuracy"] >= 0.95
     assert metrics["val_accuracy"] is None and metrics["epochs"] == 12
-    assert metrics["train_size"] == 1437 and "seconds" in metrics
+    reported = {"train_accuracy", "val_accuracy", "epochs", "train_size", "seconds"}
+    assert reported <= metrics.keys() and metrics["train_size"] == 1437
     assert [c[:2] for c in calls] == [(e, 12) for e in range(1, 13)]
     assert calls[-1][2] < calls[0][2]
 

@@ -161,6 +161,20 @@ JsonOutput = Annotated[
 ]
 
 
+def check_output_folder(path: Path, flag: str = "--out") -> Path:
+    """``path`` if it is a folder or does not exist yet, before any work starts.
+
+    Raises:
+        ConfigError: ``path`` names an existing file (say, ``--out model.pt``).
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{flag} {path} is an existing file; {flag} names a folder for the results "
+            f"(e.g. {flag} {path.with_suffix('')}-run)"
+        )
+    return path
+
+
 def parse_shape(text: str | None) -> tuple[int, int, int] | None:
     """``"1,28,28"`` -> ``(1, 28, 28)``.
 

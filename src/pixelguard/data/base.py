@@ -167,3 +167,23 @@ class Dataset:
         rank = torch.arange(len(sorted_y)) - starts
         keep = order[rank < limit].sort().values
         return self.subset(keep)
+
+    def sample(self, limit: int | None, seed: int = 0) -> Dataset:
+        """At most ``limit`` images drawn at random with ``seed``, kept in dataset order.
+
+        What ``--limit N`` means on every command: on ordered data (the MNIST test file
+        is sorted by writer, some folders by class) the first N images are not a fair
+        sample. ``None`` or ``limit >= len(self)`` keeps every image.
+
+        Raises:
+            ConfigError: ``limit`` is not a positive integer.
+        """
+        if limit is None:
+            return self
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(f"limit must be a positive number of images, got {limit!r}")
+        if limit >= len(self):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        chosen = torch.randperm(len(self), generator=generator)[:limit].sort().values
+        return self.subset(chosen)

@@ -299,15 +299,32 @@ def _as_scores(out: object, n: int) -> torch.Tensor:
     return out
 
 
+def parse_number(text: str) -> float:
+    """``"0.03"`` or a fraction ``"8/255"`` (how budgets are written in the field) as a float.
+
+    Raises:
+        ValueError: neither a number nor ``a/b`` with a non-zero ``b``.
+    """
+    numerator, sep, denominator = text.strip().partition("/")
+    if not sep:
+        return float(numerator)
+    divisor = float(denominator)
+    if divisor == 0:
+        raise ValueError(f"division by zero in {text!r}")
+    return float(numerator) / divisor
+
+
 def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
     """Parse ``"0.5,0.5,0.5"`` (or a sequence) into a tuple of floats for mean/std."""
     if text is None:
         return None
     if isinstance(text, str):
         try:
-            values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+            values = tuple(parse_number(v) for v in text.replace(" ", "").split(",") if v)
         except ValueError as exc:
-            raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from exc
+            raise ConfigError(
+                f"{what} must be comma-separated numbers or fractions such as 8/255, got {text!r}"
+            ) from exc
     else:
         values = tuple(float(v) for v in text)
     if not values:

@@ -30,8 +30,8 @@ def attack(
         typer.Option(
             "--pixels",
             "-k",
-            help="Most pixels to change, or 'auto': find the fewest pixels per image "
-            "(the min-pixels attack; --budget is then the total per image).",
+            help="Most pixels to change (default: 1), or 'auto': find the fewest pixels per "
+            "image (the min-pixels attack; --budget is then the total per image).",
             rich_help_panel=opt.ATTACK_PANEL,
         ),
     ] = None,
@@ -46,16 +46,31 @@ def attack(
         int | None,
         typer.Option(help="Most model queries per image.", rich_help_panel=opt.ATTACK_PANEL),
     ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            help="Attack at most this many correctly classified images (default: all).",
-            rich_help_panel=opt.ATTACK_PANEL,
-        ),
-    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the attack.", rich_help_panel=opt.ATTACK_PANEL)
     ] = 0,
+    step: Annotated[
+        str | None,
+        typer.Option(
+            help="Step size of a gradient attack (gradient-descent: eta; pgd, sparse-pgd: "
+            "step_size); fractions such as 1/255 are accepted.",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    iterations: Annotated[
+        int | None,
+        typer.Option(
+            help="Iterations of the attack (steps; pixel-de: generations).",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
+    eps: Annotated[
+        str | None,
+        typer.Option(
+            help="Perturbation budget of fgsm and pgd, e.g. 8/255 or 0.03.",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
+    ] = None,
     population: Annotated[
         int | None,
         typer.Option(help="Candidates per image (pixel-de).", rich_help_panel=opt.ATTACK_PANEL),
@@ -79,10 +94,10 @@ def attack(
     ] = 100,
     resume: Annotated[
         bool,
-        typer.Option(
+        opt.flag(
             "--resume",
-            help="Continue the interrupted run in --out after its last finished chunk.",
-            rich_help_panel=opt.ATTACK_PANEL,
+            "Continue the interrupted run in --out after its last finished chunk.",
+            opt.RUN_PANEL,
         ),
     ] = False,
     out: Annotated[
@@ -95,6 +110,8 @@ def attack(
         ),
     ],
     labels: opt.Labels = None,
+    class_names: opt.ClassNames = None,
+    limit: opt.Limit = None,
     data_layout: opt.DataLayout = "auto",
     value_range: opt.ValueRange = "auto",
     split: Annotated[
@@ -108,17 +125,24 @@ def attack(
     std: opt.Std = None,
     output: opt.Output = None,
     batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
+    device: opt.Device = None,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
     defense: opt.DefenseSpec = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Attack a model's correctly classified images and report how many were fooled."""
+    """Attack a model's correctly classified images and report how many were fooled.
+
+    Without --attack, sparse random search runs (the exact corner scan at one pixel);
+    --pixels auto finds the fewest pixels per image.
+    """
+    opt.check_output_folder(out)
     attack_name, pixel_budget = opt.resolve_pixels(attack_name, pixels)
     attack_config = opt.build_attack(
         attack_name,
         {
+            **opt.named_attack_options(attack_name, step=step, iterations=iterations, eps=eps),
             "pixels": pixel_budget,
             "budget": budget,
             "seed": seed,
@@ -127,12 +151,23 @@ def attack(
         },
         param or [],
     )
+    data_options = opt.DataOptions(labels, data_layout, value_range, split, class_names)
+    dataset = data_options.load(data).sample(limit, seed)
     model_options = opt.ModelOptions(
-        input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
+        input_shape,
+        layout,
+        scale,
+        mean,
+        std,
+        output,
+        batch_size,
+        trust_pickle,
+        http_config,
+        device,
     )
-    data_options = opt.DataOptions(labels, data_layout, value_range, split)
-    classifier, defense_info = opt.apply_defense(model_options.load(model), defense)
-    dataset = data_options.load(data)
+    loaded = model_options.load(model, dataset.image_shape)
+    opt.echo_detected(loaded)
+    classifier, defense_info = opt.apply_defense(loaded, defense)
     target_class = opt.resolve_target(target, dataset.class_names)
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (
@@ -144,7 +179,6 @@ def attack(
             dataset,
             attack_config,
             target=target_class,
-            limit=limit,
             chunk_size=chunk_size,
             checkpoint_dir=checkpoint,
             resume=resume,
@@ -155,7 +189,7 @@ def attack(
         run,
         dataset.x,
         model_info=opt.model_info(model, classifier, model_options, defense_info),
-        data_info=opt.data_info(data, dataset, data_options),
+        data_info={**opt.data_info(data, dataset, data_options), "limit": limit, "seed": seed},
     )
     if json_output:
         summary = {**run.summary(), "files": [str(p) for p in reports.paths()]}

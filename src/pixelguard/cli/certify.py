@@ -75,7 +75,8 @@ def certify_command(
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Certify only the first N images (default: all).", rich_help_panel=CERTIFY_PANEL
+            help="Certify at most N images, drawn at random with --seed (default: all).",
+            rich_help_panel=CERTIFY_PANEL,
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the ablations (and of training).")] = 0,
@@ -97,6 +98,7 @@ def certify_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Certify how many pixels provably cannot change each prediction (randomized ablation)."""
+    opt.check_output_folder(out)
     data_options = opt.DataOptions(labels, data_layout, value_range, split)
     if model is not None and train_base is None:
         base = load_ablation_base(model)
@@ -121,11 +123,9 @@ def certify_command(
         alpha=alpha,
         seed=seed,
     )
-    dataset = data_options.load(data)
+    dataset = data_options.load(data).sample(limit, seed)
     with opt.progress_bar("certifying", quiet=quiet) as bar:
-        certification = certify_dataset(
-            certifier, dataset, limit=limit, progress=opt.images_progress(bar)
-        )
+        certification = certify_dataset(certifier, dataset, progress=opt.images_progress(bar))
     report = {
         **certification.to_dict(),
         "base": _base_info(base, model if model is not None else str(train_base)),

@@ -28,29 +28,34 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports.")] = Path(
         "pixelguard-demo"
     ),
-    n_images: Annotated[
-        int, typer.Option(help="Correctly classified test images to attack.")
+    limit: Annotated[
+        int,
+        typer.Option(
+            help="Use at most N of the 360 test digits, drawn at random with the demo's seed."
+        ),
     ] = 100,
     pixels: Annotated[
         str, typer.Option("--pixels", "-k", help="Pixel budgets to try, comma-separated.")
     ] = "1,3,5",
     quick: Annotated[
-        bool, typer.Option("--quick", hidden=True, help="Tiny settings, for tests.")
+        bool, typer.Option("--quick", hidden=True, metavar="", help="Tiny settings, for tests.")
     ] = False,
     quiet: opt.Quiet = False,
 ) -> None:
     """Train (or reuse) a small CNN on the built-in digits and fool it with 1, 3 and 5 pixels."""
     budgets = opt.parse_ints(pixels, "--pixels")
-    train_data, test = load_digits("train"), load_digits("test")
+    opt.check_output_folder(out)
+    train_data, digits_test = load_digits("train"), load_digits("test")
+    test = digits_test.sample(limit, SEED)
     typer.echo("pixelguard demo: how few pixels does it take to fool a digits classifier?")
     demo_net = demo_model(
-        train_data, test, arch=ARCH, seed=SEED, epochs=QUICK_EPOCHS if quick else EPOCHS
+        train_data, digits_test, arch=ARCH, seed=SEED, epochs=QUICK_EPOCHS if quick else EPOCHS
     )
     how = f"reused {demo_net.path}" if demo_net.cached else f"trained, cached in {demo_net.path}"
     typer.echo(
         f"model   {ARCH} on {len(train_data):,} 8x8 digits ({how}); "
         f"clean accuracy {percent(demo_net.metrics['test_accuracy'])} "
-        f"on the {len(test)} test digits"
+        f"on the {len(digits_test)} test digits"
     )
     # Sparse random search over corner colours; one pixel is the exact scan of every
     # position at every corner (128 queries for an 8x8 digit).
@@ -58,7 +63,7 @@ def demo(
     attacks = [dataclasses.replace(search, pixels=k) for k in budgets]
     typer.echo(
         f"attack  sparse-rs (one pixel: exact corner scan), up to {search.steps:,} queries "
-        f"per image, seed {SEED}, on up to {n_images} correctly classified test images\n"
+        f"per image, seed {SEED}, on the correctly classified of {len(test)} test digits\n"
     )
     typer.echo(f"{'pixels':>6}  {'fooled':>9}  {'success':>7}  {'median queries':>14}  {'time':>9}")
     model_info = {"spec": f"demo {ARCH}", "input_shape": list(test.image_shape), "options": {}}
@@ -67,9 +72,7 @@ def demo(
     for attack in attacks:
         k = attack.pixels
         with opt.progress_bar(f"{k} pixel(s)", quiet=quiet) as bar:
-            run = attack_dataset(
-                demo_net.model, test, attack, limit=n_images, progress=opt.images_progress(bar)
-            )
+            run = attack_dataset(demo_net.model, test, attack, progress=opt.images_progress(bar))
         runs[f"k{k}"] = run
         write_run_reports(out / f"k{k}", run, test.x, model_info=model_info, data_info=data_info)
         typer.echo(

@@ -84,16 +84,14 @@ def harden_command(
     seed: Annotated[int, typer.Option(help="Seed of training and of the evaluation attacks.")] = 0,
     resume: Annotated[
         bool,
-        typer.Option(
-            "--resume",
-            help="Continue an interrupted run after its last finished epoch.",
-            rich_help_panel=TRAIN_PANEL,
+        opt.flag(
+            "--resume", "Continue an interrupted run after its last finished epoch.", TRAIN_PANEL
         ),
     ] = False,
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Evaluate both models on the first N test images (default: all).",
+            help="Evaluate both models on at most N test images, drawn at random with --seed.",
             rich_help_panel=EVALUATION_PANEL,
         ),
     ] = 200,
@@ -118,11 +116,13 @@ def harden_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Adversarially train a model on the train split; compare robustness on the test split."""
+    if report_dir is not None:
+        opt.check_output_folder(report_dir, "--report-dir")
     threat = parse_threat(against)
     original = load_trainable_checkpoint(model)
     data_options = opt.DataOptions(labels, data_layout, value_range, "train")
     train = data_options.load(data)
-    test = data_options.separate_test_split(data, train) or train
+    test = (data_options.separate_test_split(data, train) or train).sample(limit, seed)
     with (
         opt.resume_hint(hardening_state_path(out), "epochs"),
         opt.progress_bar("hardening", quiet=quiet, unit="epoch") as bar,
@@ -148,7 +148,6 @@ def harden_command(
             saved.classifier(),
             test,
             threat,
-            limit=limit,
             budget=budget,
             seed=seed,
             progress=opt.images_progress(bar),

@@ -28,7 +28,7 @@ from pixelguard.attacks.base import (
 from pixelguard.data import Dataset, load_data
 from pixelguard.defenses.spec import parse_defense
 from pixelguard.errors import ConfigError, DataError
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, parse_number
 from pixelguard.models.loader import load_model
 from pixelguard.models.training import TrainProgress
 
@@ -60,6 +60,22 @@ DataLayout = Annotated[
     typer.Option(
         "--data-layout",
         help="Layout of .npy/.npz images: auto, nchw or nhwc.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+ClassNames = Annotated[
+    str | None,
+    typer.Option(
+        "--class-names",
+        help="The model's class order: names comma-separated, or a text file with one name "
+        "per line; image folders are otherwise mapped to classes alphabetically.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        help="Use at most N images of the split, drawn at random with --seed (default: all).",
         rich_help_panel=DATA_PANEL,
     ),
 ]
@@ -123,10 +139,19 @@ Output = Annotated[
 BatchSize = Annotated[
     int, typer.Option(help="Most images per model call.", rich_help_panel=MODEL_PANEL)
 ]
+Device = Annotated[
+    str | None,
+    typer.Option(
+        help="Torch device for torch and Keras models, e.g. cuda:0 or cpu "
+        "(default: where the weights are, the CPU for files).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
 TrustPickle = Annotated[
     bool,
     typer.Option(
         "--trust-pickle",
+        metavar="",
         help="Allow pickle/joblib model files; loading them runs code from the file.",
         rich_help_panel=MODEL_PANEL,
     ),
@@ -151,14 +176,25 @@ CHECKPOINT_FOLDER = "checkpoint"
 """Sub-folder of ``--out`` holding a command's resumable state."""
 
 Quiet = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Hide progress bars.", rich_help_panel=OUTPUT_PANEL)
+    bool,
+    typer.Option(
+        "--quiet", "-q", metavar="", help="Hide progress bars.", rich_help_panel=OUTPUT_PANEL
+    ),
 ]
 JsonOutput = Annotated[
     bool,
     typer.Option(
-        "--json", help="Print the summary as JSON on stdout.", rich_help_panel=OUTPUT_PANEL
+        "--json",
+        metavar="",
+        help="Print the summary as JSON on stdout.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
 ]
+
+
+def flag(name: str, help: str, panel: str) -> Any:  # noqa: A002  (typer's own keyword)
+    """A boolean ``--name`` option, shown without a value placeholder in ``--help``."""
+    return typer.Option(name, metavar="", help=help, rich_help_panel=panel)
 
 
 def check_output_folder(path: Path, flag: str = "--out") -> Path:
@@ -210,9 +246,14 @@ class ModelOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     trust_pickle: bool = False
     http_config: Path | None = None
+    device: str | None = None
 
-    def load(self, spec: str) -> Classifier:
-        """Load the model ``spec`` with these options."""
+    def load(self, spec: str, data_shape: tuple[int, int, int] | None = None) -> Classifier:
+        """Load the model ``spec`` with these options.
+
+        ``data_shape`` is the image shape of the data to classify: the input size of a
+        model that records none, unless ``--input-shape`` says otherwise.
+        """
         return load_model(
             spec,
             input_shape=parse_shape(self.input_shape),
@@ -224,6 +265,8 @@ class ModelOptions:
             batch_size=self.batch_size,
             trust_pickle=self.trust_pickle,
             http_config=self.http_config,
+            device=self.device,
+            data_shape=data_shape,
         )
 
     def given(self) -> dict[str, Any]:
@@ -244,16 +287,20 @@ class DataOptions:
     layout: str = "auto"
     value_range: str = "auto"
     split: str = "test"
+    class_names: str | None = None
 
     def load(self, spec: str, *, split: str | None = None) -> Dataset:
         """Load ``spec`` with these options (``split`` overrides the option)."""
-        return load_data(
+        dataset = load_data(
             spec,
             labels=self.labels,
             layout=self.layout,
             value_range=self.value_range,
             split=split or self.split,
         )
+        if self.class_names is None:
+            return dataset
+        return dataset.in_class_order(parse_class_names(self.class_names))
 
     def separate_test_split(self, spec: str, train: Dataset) -> Dataset | None:
         """The test split of ``spec`` beside ``train``, or None where there is no separate one."""
@@ -265,12 +312,39 @@ class DataOptions:
         return None if test.source == train.source else test
 
 
+def parse_class_names(text: str) -> list[str]:
+    """``--class-names``: a text file with one name per line, or names comma-separated.
+
+    Raises:
+        ConfigError: an unreadable file or no names.
+    """
+    path = Path(text).expanduser()
+    if path.is_file():
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--class-names: cannot read {path}: {exc}") from exc
+        names = [line.strip() for line in lines if line.strip()]
+    else:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ConfigError(f"--class-names names no class: {text!r}")
+    return names
+
+
 def apply_defense(model: Classifier, spec: str | None) -> tuple[Classifier, dict[str, Any] | None]:
     """``model`` behind the ``--defense`` spec, and the defense's description (None: no defense)."""
     if spec is None:
         return model, None
     wrap, description = parse_defense(spec)
     return wrap(model), description
+
+
+def echo_detected(model: Classifier) -> None:
+    """Say what the adapter read from the model file itself (layout, output kind, ...)."""
+    detected = getattr(model, "detected", None)
+    if detected:
+        typer.echo("model   " + "; ".join(f"{key} {value}" for key, value in detected.items()))
 
 
 def model_info(
@@ -320,18 +394,24 @@ def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
     return chosen
 
 
-DEFAULT_ATTACK = "pixel-de"
+DEFAULT_ATTACK = "sparse-rs"
 AUTO_PIXELS_ATTACK = "min-pixels"
+
+
+DEFAULT_PIXELS = 1
+"""Pixels a pixel attack may change when ``--pixels`` is not given: the one-pixel question."""
 
 
 def resolve_pixels(attack_name: str, pixels: str | None) -> tuple[str, int | None]:
     """The attack and pixel budget for ``--attack`` and ``--pixels`` (a number or ``auto``).
 
-    ``--pixels auto`` selects the fewest-pixels search (its ``max_pixels`` is set with
-    ``--param max_pixels=N``); it cannot be combined with another ``--attack``.
+    Without ``--pixels``, an attack with a ``pixels`` setting changes
+    :data:`DEFAULT_PIXELS`. ``--pixels auto`` selects the fewest-pixels search (its
+    ``max_pixels`` is set with ``--param max_pixels=N``); it cannot be combined with
+    another ``--attack``.
     """
     if pixels is None:
-        return attack_name, None
+        return attack_name, DEFAULT_PIXELS if "pixels" in attack_fields(attack_name) else None
     if pixels.strip().lower() == "auto":
         if attack_name not in (DEFAULT_ATTACK, AUTO_PIXELS_ATTACK):
             raise ConfigError(
@@ -343,6 +423,54 @@ def resolve_pixels(attack_name: str, pixels: str | None) -> tuple[str, int | Non
         return attack_name, int(pixels)
     except ValueError:
         raise ConfigError(f"--pixels must be a whole number or 'auto', got {pixels!r}") from None
+
+
+_STEP_FIELDS = ("eta", "step_size")
+_ITERATION_FIELDS = ("steps", "generations")
+
+
+def named_attack_options(
+    name: str, *, step: str | None, iterations: int | None, eps: str | None
+) -> dict[str, Any]:
+    """``--step``, ``--iterations`` and ``--eps`` as fields of the attack ``name``.
+
+    ``--step`` is the step size whatever the attack calls it (``eta`` for
+    gradient-descent, ``step_size`` for pgd); ``--iterations`` its ``steps`` (pixel-de:
+    ``generations``). Unset options are None.
+
+    Raises:
+        ConfigError: an unknown attack, a value that is no number, or an option the
+            attack has no field for.
+    """
+    fields = attack_fields(name)
+    chosen: dict[str, Any] = {}
+    for flag_name, value, candidates in (
+        ("--step", step, _STEP_FIELDS),
+        ("--iterations", iterations, _ITERATION_FIELDS),
+        ("--eps", eps, ("eps",)),
+    ):
+        if value is None:
+            continue
+        field = next((f for f in candidates if f in fields), None)
+        if field is None:
+            raise ConfigError(f"{name} has no {flag_name[2:]} setting; {flag_name} does not apply")
+        chosen[field] = _number(value, flag_name) if isinstance(value, str) else value
+    return chosen
+
+
+def _number(text: str, flag_name: str) -> float:
+    try:
+        return parse_number(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag_name} must be a number or a fraction such as 8/255, got {text!r}"
+        ) from None
+
+
+def attack_fields(name: str) -> set[str]:
+    """The configuration fields of the registered attack ``name``."""
+    factory = attacks.get(name)
+    return {f.name for f in dataclasses.fields(factory)} if isinstance(factory, type) else set()
 
 
 def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attack:
@@ -357,8 +485,7 @@ def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attac
         ConfigError: an unknown attack, an option the attack does not have, a
             malformed ``key=value``, or an invalid value.
     """
-    factory = attacks.get(name)
-    fields = {f.name for f in dataclasses.fields(factory)} if isinstance(factory, type) else set()
+    fields = attack_fields(name)
     chosen = {key: value for key, value in options.items() if value is not None}
     chosen.update(parse_key_values(params, "--param"))
     unknown = sorted(set(chosen) - fields)

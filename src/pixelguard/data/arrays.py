@@ -66,6 +66,12 @@ def _pick(keys: list[str], wanted: tuple[str, ...]) -> str | None:
     return next((k for k in wanted if k in keys), None)
 
 
+_NEEDS_LABELS = (
+    "{path} holds images without labels: give them with --labels labels.npy (labels= in "
+    "the library), a .npy of one integer class per image, or use a .npz holding x and y"
+)
+
+
 def load_npy(
     path: str | Path,
     labels: str | Path | None = None,
@@ -101,7 +107,7 @@ def load_npy(
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     if labels is None and path.suffix.lower() == ".npy":
-        raise DataError(f"{path}: images in a .npy file need labels=, a .npy file of labels")
+        raise DataError(_NEEDS_LABELS.format(path=path))
     loaded = _open(path)
     if isinstance(loaded, np.ndarray):
         images, label_array = loaded, None
@@ -122,7 +128,7 @@ def load_npy(
         label_array = _read_array(Path(labels))
         source = f"{path} with labels {labels}"
     elif label_array is None:
-        raise DataError(f"{path}: images in a .npy file need labels=, a .npy file of labels")
+        raise DataError(_NEEDS_LABELS.format(path=path))
     return Dataset.from_arrays(
         images, label_array, source=source, layout=layout, value_range=value_range
     )

@@ -187,3 +187,27 @@ class Dataset:
         generator = torch.Generator().manual_seed(seed)
         chosen = torch.randperm(len(self), generator=generator)[:limit].sort().values
         return self.subset(chosen)
+
+    def in_class_order(self, names: Sequence[str]) -> Dataset:
+        """The same images labelled in the model's class order ``names``.
+
+        Label ``i`` becomes the class ``names[i]``. Data that carries class names (an
+        image folder's sub-folders, sorted alphabetically; CIFAR-10's meta file) is
+        relabelled by name; data without names (arrays) is only given ``names``.
+
+        Raises:
+            ConfigError: repeated names, or a class of the data missing from ``names``.
+        """
+        names = [str(n) for n in names]
+        if len(set(names)) != len(names) or not names:
+            raise ConfigError(f"class names must be distinct and non-empty, got {names}")
+        if self.class_names is None:
+            return Dataset(self.x, self.y, names, self.source)
+        missing = [n for n in self.class_names if n not in names]
+        if missing:
+            raise ConfigError(
+                f"{self.source} has classes {', '.join(missing)} that the class order "
+                f"({', '.join(names)}) does not name"
+            )
+        mapping = torch.tensor([names.index(n) for n in self.class_names], dtype=torch.int64)
+        return Dataset(self.x, mapping[self.y], names, self.source)

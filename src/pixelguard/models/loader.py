@@ -41,7 +41,7 @@ from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.resize import ResizeInput
 from pixelguard.models.sklearn import SklearnClassifier
 from pixelguard.models.torch import TorchClassifier
-from pixelguard.models.zoo import CHECKPOINT_FORMAT, checkpoint_from_dict
+from pixelguard.models.zoo import CHECKPOINT_FORMAT, checkpoint_from_dict, torch_load_failure
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class _Options:
     output: str | None
     batch_size: int
     device: str | None
+    data_shape: tuple[int, int, int] | None = None
 
     def spec(self, base: InputSpec | None = None) -> InputSpec:
         """``base`` (default ``InputSpec()``) with every option the user set applied."""
@@ -76,13 +77,22 @@ class _Options:
         return dataclasses.replace(base if base is not None else InputSpec(), **changes)
 
     def shape_for(self, what: str) -> tuple[int, int, int]:
-        """``input_shape``, or ConfigError naming the model kind that needs it."""
-        if self.input_shape is None:
-            raise ConfigError(
-                f"{what} does not record its input size; pass input_shape (C, H, W), "
-                "e.g. --input-shape 1,28,28"
+        """``input_shape``, else the data's image shape, else ConfigError naming ``what``."""
+        if self.input_shape is not None:
+            return self.input_shape
+        if self.data_shape is not None:
+            logger.info(
+                "%s does not record its input size; using the data's %s", what, self.data_shape
             )
-        return self.input_shape
+            return self.data_shape
+        raise ConfigError(
+            f"{what} does not record its input size; pass input_shape=(C, H, W) of the "
+            "images it classifies (--input-shape C,H,W on the command line)"
+        )
+
+    def takes_shape_from_data(self) -> bool:
+        """True when a model that records no input size gets the data's image shape."""
+        return self.input_shape is None and self.data_shape is not None
 
 
 def load_model(
@@ -101,6 +111,7 @@ def load_model(
     submitted_shape: Sequence[int] | None = None,
     resize_mode: str = "bilinear",
     crop: Sequence[int] | None = None,
+    data_shape: Sequence[int] | None = None,
 ) -> Classifier:
     """Turn a model object, file, factory reference or endpoint into a Classifier.
 
@@ -139,6 +150,10 @@ def load_model(
         resize_mode: interpolation of that resize (see ``ResizeInput``).
         crop: ``(H, W)`` of a centre crop of the submitted image taken before the
             resize (see ``ResizeInput``); only with ``submitted_shape``.
+        data_shape: ``(C, H, W)`` of the images to be classified, used as the input
+            size of a model that records none (a torch module, a scikit-learn
+            estimator, a callable) when ``input_shape`` is not given; one probe
+            batch checks that the model accepts it.
 
     Returns:
         A Classifier (a :class:`TorchClassifier` is also ``Differentiable``, and so is
@@ -167,6 +182,7 @@ def load_model(
         output=output,
         batch_size=batch_size,
         device=device,
+        data_shape=_parse_shape(data_shape, "data_shape"),
     )
     options.spec()  # validate layout/scale/std before loading anything
     if submitted_shape is None and crop is not None:
@@ -196,12 +212,14 @@ def _load_adapter(
     return _from_object(spec, options, what=type(spec).__name__)
 
 
-def _parse_shape(shape: Sequence[int] | None) -> tuple[int, int, int] | None:
+def _parse_shape(
+    shape: Sequence[int] | None, what: str = "input_shape"
+) -> tuple[int, int, int] | None:
     if shape is None:
         return None
     values = tuple(int(v) for v in shape)
     if len(values) != 3 or min(values) <= 0:
-        raise ConfigError(f"input_shape must be three positive sizes (C, H, W), got {shape}")
+        raise ConfigError(f"{what} must be three positive sizes (C, H, W), got {shape}")
     return (values[0], values[1], values[2])
 
 
@@ -215,7 +233,26 @@ def _split_factory(spec: str | Path) -> tuple[Path, str | None]:
 
 
 def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
-    """Wrap a loaded or given model object in the matching adapter."""
+    """Wrap a loaded or given model object in the matching adapter.
+
+    A model given the data's image shape (it records none) is probed once, so that a
+    model that wants another size fails here, with the option that fixes it.
+    """
+    model = _adapter_for(obj, options, what=what)
+    if options.takes_shape_from_data() and not isinstance(obj, Classifier):
+        try:
+            model.num_classes  # noqa: B018  (the probe batch)
+        except PixelguardError as exc:
+            raise ConfigError(
+                f"{what} does not record its input size and fails on the data's images of "
+                f"shape {options.data_shape} ({_first_line(exc)}); pass --input-shape C,H,W "
+                "(input_shape=) with the size it takes"
+            ) from exc
+    return model
+
+
+def _adapter_for(obj: object, options: _Options, *, what: str) -> Classifier:
+    """The adapter that matches ``obj``."""
     if isinstance(obj, nn.Module):
         return TorchClassifier(
             obj,
@@ -293,7 +330,7 @@ def _load_torch_file(path: Path, options: _Options, trust_pickle: bool) -> Class
         if unsafe is None:
             raise ModelError(
                 f"cannot read {path}: it is not a pixelguard checkpoint, TorchScript or "
-                f"torch.save file ({_first_line(exc)})"
+                f"torch.save file ({torch_load_failure(exc, path)})"
             ) from exc
         if not trust_pickle:
             raise UnsafeLoadError(

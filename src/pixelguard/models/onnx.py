@@ -157,6 +157,11 @@ def _image_shape(dims: list[object], spec: InputSpec, path: Path) -> tuple[int, 
         return None
     a, b, c = (int(d) for d in image)  # type: ignore[call-overload]
     if spec.layout == "nhwc":
+        if c not in (1, 3, 4) and a in (1, 3, 4):
+            raise ConfigError(
+                f"{path}: its input {dims} is (N, C, H, W) with {a} channel(s) of {b}x{c}; "
+                f"read as nhwc it would take {c} channels: drop --layout nhwc (layout=)"
+            )
         return (c, a, b)
     if a not in (1, 3, 4) and c in (1, 3):
         logger.warning(

@@ -189,9 +189,38 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise ModelError(
-            f"{path} is not a pixelguard checkpoint: {str(exc).splitlines()[0]}"
+            f"{path} is not a pixelguard checkpoint ({torch_load_failure(exc, path)})"
         ) from exc
     return checkpoint_from_dict(payload, str(path))
+
+
+_OTHER_FORMATS = {
+    ".onnx": "an ONNX file",
+    ".keras": "a Keras file",
+    ".h5": "an HDF5 (Keras) file",
+    ".pkl": "a pickle file",
+    ".pickle": "a pickle file",
+    ".joblib": "a joblib file",
+}
+
+
+def torch_load_failure(exc: BaseException, path: Path) -> str:
+    """Why a weights-only ``torch.load`` of ``path`` failed, in a few words.
+
+    torch's own message advises re-running with ``weights_only=False``, which runs any
+    code in the file: never pass that advice on. Name the file's format when its
+    suffix says it, else keep only torch's technical reason.
+    """
+    known = _OTHER_FORMATS.get(path.suffix.lower())
+    if known is not None:
+        return f"it is {known}"
+    text = str(exc)
+    if "Weights only load failed" in text:
+        detail = text.partition("WeightsUnpickler error:")[2].strip()
+        reason = detail.splitlines()[0].strip() if detail else ""
+        return f"not a torch.save file of weights{': ' + reason if reason else ''}"
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def checkpoint_from_dict(payload: object, source: str) -> tuple[nn.Module, dict[str, Any]]:

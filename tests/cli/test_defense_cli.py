@@ -198,3 +198,48 @@ def test_attack_hits_the_defended_model_and_records_the_defense(cli, checkpoint,
         "--out", out, code=2,
     )  # fmt: skip
     assert result.stderr.startswith("error: defense median has no setting 'foo'")
+
+
+# --- detect: the --limit subset and the intervals ------------------------------------
+
+
+def _detect(cli, checkpoint, out, *extra, code=0):
+    return cli(
+        "detect", "--model", checkpoint, "--data", "digits", "--detector", "isolated-pixels",
+        "--pixels", "2", "--param", "steps=20", "--no-adaptive", "--quiet", "--out", out, *extra,
+        code=code,
+    )  # fmt: skip
+
+
+def test_detect_reports_the_intervals_and_warns_on_a_tiny_held_out_set(cli, checkpoint, tmp_path):
+    result = _detect(cli, checkpoint, tmp_path / "d", "--limit", "30", "--fpr", "0.01,0.05")
+    report = json.loads((tmp_path / "d" / "detection.json").read_text())
+    assert report["split"]["limit"] == 30 and report["split"]["n_test"] == 30
+    assert report["intervals"] == {"method": "clopper-pearson", "confidence": 0.95}
+    for point in report["operating_points"]:
+        low, high = point["fpr_ci"]
+        assert 0.0 <= low <= point["fpr"] <= high <= 1.0
+        assert high > 0.1, "30 clean images cannot pin a false-positive rate below 10%"
+        low, high = point["detection_rate_ci"]
+        assert 0.0 <= low <= point["detection_rate"] <= high <= 1.0
+    assert result.stdout.count("(95% CI ") == 4 and result.stdout.count("30 clean images)") == 2
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: 30 held-out clean images are too few to measure")
+    assert "a false-positive rate of 0.01 " in warning, "30 images suffice for 5%, not for 1%"
+
+
+def test_detect_limit_is_reproducible_with_its_seed(cli, checkpoint, tmp_path):
+    reports = []
+    for name in ("a", "b"):
+        _detect(cli, checkpoint, tmp_path / name, "--limit", "25", "--fpr", "0.2", "--seed", "3")
+        report = json.loads((tmp_path / name / "detection.json").read_text())
+        reports.append({k: v for k, v in report.items() if k != "wall_time"})
+    assert reports[0] == reports[1] and reports[0]["split"]["seed"] == 3
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_a_bad_detect_limit_is_one_error_line(cli, checkpoint, tmp_path, limit):
+    result = _detect(cli, checkpoint, tmp_path / "d", "--limit", limit, code=2)
+    assert result.stderr.startswith("error: limit must be a positive number of images")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d" / "detection.json").exists()

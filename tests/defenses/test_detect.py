@@ -1,20 +1,25 @@
-"""Detectors: calibration to a target false-positive rate, and separation on few-pixel attacks."""
+"""Detectors: calibration to a target false-positive rate, separation on few-pixel attacks,
+and :func:`evaluate_detector`'s seeded ``limit`` subset and intervals."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
 
+from pixelguard.attacks import SparseRS
+from pixelguard.data.base import Dataset
 from pixelguard.defenses.detect import (
     Detector,
     FeatureSqueezingDetector,
     IsolatedPixelDetector,
     NotFittedError,
 )
-from pixelguard.defenses.detection_metrics import roc_auc
+from pixelguard.defenses.detection_metrics import binomial_interval, roc_auc
 from pixelguard.errors import ConfigError
+from pixelguard.evaluate.detection import evaluate_detector
 
 
 def _binomial_slack(p: float, n: int) -> float:
@@ -22,7 +27,9 @@ def _binomial_slack(p: float, n: int) -> float:
 
 
 @pytest.mark.parametrize("fpr", [0.05, 0.1, 0.2])
-def test_threshold_meets_its_false_positive_rate_on_held_out_clean_digits(fpr: float, digits) -> None:
+def test_threshold_meets_its_false_positive_rate_on_held_out_clean_digits(
+    fpr: float, digits
+) -> None:
     x = digits[0][torch.randperm(1797, generator=torch.Generator().manual_seed(0))]
     detector = IsolatedPixelDetector(fpr=fpr).fit(x[:900])
     held_out = x[900:]
@@ -120,3 +127,98 @@ def test_unfitted_detector_and_bad_settings_raise(digits_model) -> None:
         IsolatedPixelDetector(top=0)
     with pytest.raises(ConfigError):
         IsolatedPixelDetector(fpr=2.0)
+
+
+# --- evaluate_detector: the held-out subset and the intervals -------------------------
+
+
+class _RecordingDetector(IsolatedPixelDetector):
+    """Remembers every batch it scores: first the fit images, then the held-out clean ones."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scored: list[torch.Tensor] = []
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        self.scored.append(x)
+        return super().score(x)
+
+
+@pytest.fixture(scope="module")
+def ordered_digits(digits) -> Dataset:
+    """All digits sorted by label, as ordered as the MNIST test file is by writer."""
+    order = torch.argsort(digits[1], stable=True)
+    return Dataset(digits[0][order], digits[1][order], None, "sorted digits")
+
+
+def _held_out(dataset: Dataset, digits_model, *, limit: int | None, seed: int, fprs=(0.05,)):
+    """Indices of the fit and of the held-out clean images, and the evaluation."""
+    detector = _RecordingDetector()
+    evaluation = evaluate_detector(
+        digits_model,
+        dataset,
+        detector,
+        SparseRS(pixels=1, steps=5, seed=0),
+        fprs=fprs,
+        adaptive=False,
+        limit=limit,
+        seed=seed,
+    )
+    index = {img.numpy().tobytes(): i for i, img in enumerate(dataset.x)}
+    fit, held_out = (
+        torch.tensor([index[img.numpy().tobytes()] for img in batch])
+        for batch in detector.scored[:2]
+    )
+    return fit, held_out, evaluation
+
+
+def test_limit_draws_held_out_images_from_across_ordered_data(ordered_digits, digits_model) -> None:
+    n = len(ordered_digits)
+    fit, held_out, evaluation = _held_out(ordered_digits, digits_model, limit=40, seed=0)
+    assert held_out.numel() == evaluation.n_test == 40 and evaluation.limit == 40
+    assert not set(held_out.tolist()) & set(fit.tolist()), "the subset must be held out"
+    assert torch.equal(held_out, held_out.sort().values), "kept in dataset order"
+    assert ordered_digits.y[held_out].unique().numel() >= 8
+    assert int(held_out.min()) < n // 5 and int(held_out.max()) > 4 * n // 5
+
+
+def test_the_limit_subset_follows_the_seed(ordered_digits, digits_model) -> None:
+    _, first, _ = _held_out(ordered_digits, digits_model, limit=30, seed=4)
+    _, again, _ = _held_out(ordered_digits, digits_model, limit=30, seed=4)
+    _, other, _ = _held_out(ordered_digits, digits_model, limit=30, seed=5)
+    assert torch.equal(first, again)
+    assert len(set(first.tolist()) & set(other.tolist())) < 15
+
+
+def test_operating_points_carry_clopper_pearson_intervals(ordered_digits, digits_model) -> None:
+    _, _, evaluation = _held_out(ordered_digits, digits_model, limit=120, seed=0, fprs=(0.05, 0.2))
+    report = evaluation.to_dict()
+    assert report["intervals"] == {"method": "clopper-pearson", "confidence": 0.95}
+    for point in report["operating_points"]:
+        n_clean = point["false_positives"] + point["true_negatives"]
+        assert n_clean == 120
+        low, high = point["fpr_ci"]
+        assert 0.0 <= low <= point["fpr"] <= high <= 1.0
+        assert (low, high) == pytest.approx(
+            binomial_interval(point["false_positives"], n_clean), abs=1e-6
+        )
+        assert high - low < 0.25, "120 clean images pin a rate to within a few tens of percent"
+        low, high = point["detection_rate_ci"]
+        assert 0.0 <= low <= point["detection_rate"] <= high <= 1.0
+
+
+def test_a_held_out_set_too_small_for_the_rate_warns(ordered_digits, digits_model, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="pixelguard"):
+        _held_out(ordered_digits, digits_model, limit=20, seed=0, fprs=(0.01, 0.05))
+    assert "20 held-out clean images are too few to measure a false-positive rate of 0.01" in (
+        caplog.text
+    )
+    assert "rate of 0.05" not in caplog.text, "20 images expect one false positive at 5%"
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_bad_limit_raises(ordered_digits, digits_model, limit) -> None:
+    with pytest.raises(ConfigError, match="limit"):
+        evaluate_detector(
+            digits_model, ordered_digits, IsolatedPixelDetector(), SparseRS(pixels=1), limit=limit
+        )

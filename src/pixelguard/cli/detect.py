@@ -90,10 +90,13 @@ def detect_command(
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Use at most N held-out images (default: all).", rich_help_panel=opt.ATTACK_PANEL
+            help="Attack at most N held-out images, drawn at random with --seed (default: all).",
+            rich_help_panel=opt.ATTACK_PANEL,
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the split and of the attack.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the split, of the attack and of the random subsets.")
+    ] = 0,
     out: Annotated[
         Path,
         typer.Option(
@@ -159,7 +162,8 @@ def detect_command(
 
 
 def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
-    """Print the split, the AUROC and one row per target false-positive rate."""
+    """Print the split, the AUROC and, per target false-positive rate, the measured
+    rates with their confidence intervals."""
     data = evaluation.to_dict()
     split = data["split"]
     typer.echo(
@@ -172,18 +176,35 @@ def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
     )
     auroc = data["auroc"]
     typer.echo(f"  AUROC {'-' if auroc is None else f'{auroc:.3f}'}")
-    columns = ("target FPR", "FPR", "precision", "recall", "F1", "adaptive detection")
-    typer.echo("  " + "  ".join(f"{c:>10}" for c in columns))
+    level = f"{data['intervals']['confidence']:.0%}"
     for point in data["operating_points"]:
+        n_clean = point["false_positives"] + point["true_negatives"]
+        n_adv = point["true_positives"] + point["false_negatives"]
+        typer.echo(
+            f"  at target FPR {percent(point['target_fpr'])}: "
+            f"precision {percent(point['precision'])}, F1 {point['f1']:.3f}"
+        )
+        typer.echo(f"    FPR {_measured(point['fpr'], point['fpr_ci'], level, n_clean, 'clean')}")
+        rate, interval = point["detection_rate"], point["detection_rate_ci"]
+        typer.echo(f"    detection {_measured(rate, interval, level, n_adv, 'adversarial')}")
         adaptive = point["adaptive"]
-        cells = (
-            percent(point["target_fpr"]),
-            percent(point["fpr"]),
-            percent(point["precision"]),
-            percent(point["recall"]),
-            f"{point['f1']:.3f}",
-            "-" if adaptive is None or adaptive["detection_rate"] is None
-            else percent(adaptive["detection_rate"]),
-        )  # fmt: skip
-        typer.echo("  " + "  ".join(f"{c:>10}" for c in cells))
-    typer.echo("  (recall is the detection rate at the threshold calibrated for the target FPR)")
+        if adaptive is not None:
+            rate, interval = adaptive["detection_rate"], adaptive["detection_rate_ci"]
+            n_fooled = adaptive["n_fooled"]
+            typer.echo(
+                f"    adaptive detection {_measured(rate, interval, level, n_fooled, 'adversarial')}"
+            )
+    typer.echo(
+        "  (detection: the share of adversarial images flagged at the threshold calibrated "
+        "for the target FPR; intervals are Clopper-Pearson)"
+    )
+
+
+def _measured(
+    rate: float | None, interval: list[float] | None, level: str, n: int, kind: str
+) -> str:
+    """``"4.0% (95% CI 1.1-9.9%, 100 clean images)"``; ``"- (no ... images)"`` without any."""
+    if rate is None or interval is None:
+        return f"- (no {kind} images)"
+    low, high = interval
+    return f"{percent(rate)} ({level} CI {100 * low:.1f}-{percent(high)}, {n:,} {kind} images)"

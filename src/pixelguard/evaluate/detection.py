@@ -5,7 +5,11 @@ fitted and calibrated on and a held-out part. It attacks the held-out images the
 model classifies correctly; the adversarial images found are the positives, the
 held-out clean images the negatives. At each target false-positive rate it reports
 precision, recall (the detection rate), F1 and the observed false-positive rate at
-the calibrated threshold, plus the AUROC over all thresholds.
+the calibrated threshold, plus the AUROC over all thresholds. Every rate measured
+on the held-out images comes with a 95% Clopper-Pearson interval, so a report says
+how precisely its images pin the rate down; ``limit`` attacks a seeded random
+subset of the held-out images (:meth:`~pixelguard.data.base.Dataset.sample`), not
+the first ones, which on ordered data are no fair sample.
 
 The adaptive attacker runs the same attack on
 :class:`~pixelguard.defenses.detector_aware.DetectorAwareClassifier` at each
@@ -17,6 +21,7 @@ fooled): the share it could not fool undetected.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,13 +33,26 @@ import torch
 from pixelguard.attacks.base import Attack
 from pixelguard.data.base import Dataset
 from pixelguard.defenses.detect import Detector
-from pixelguard.defenses.detection_metrics import DetectionMetrics, detection_metrics, roc_auc
+from pixelguard.defenses.detection_metrics import (
+    DetectionMetrics,
+    binomial_interval,
+    detection_metrics,
+    roc_auc,
+)
 from pixelguard.defenses.detector_aware import DetectorAwareClassifier
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import Classifier
 
+logger = logging.getLogger(__name__)
+
 DETECTION_SCHEMA = "detection-1.0"
 """Version of :meth:`DetectionEvaluation.to_dict`'s layout."""
+
+CONFIDENCE = 0.95
+"""Level of the two-sided Clopper-Pearson intervals in the report."""
+
+_EPS = 1e-9
+"""Slack for ``fpr * n`` landing a hair below an integer in floating point."""
 
 RunsProgress = Callable[[int, int], None]
 """Called as ``progress(attack_runs_finished, attack_runs_total)``."""
@@ -47,31 +65,51 @@ class AdaptiveOutcome:
     Attributes:
         n_attacked: images attacked (the same as the plain attack's).
         n_evaded: images it turned into undetected misclassifications.
-        detection_rate: of the images the plain attack fooled, the share the
-            adaptive attack could not fool undetected (None: the plain attack fooled none).
+        n_fooled: images the plain attack fooled.
+        n_caught: of those, images the adaptive attack could not fool undetected.
     """
 
     n_attacked: int
     n_evaded: int
-    detection_rate: float | None
+    n_fooled: int
+    n_caught: int
 
     @property
     def evasion_rate(self) -> float:
         """Share of the attacked images fooled undetected (0.0 when none was attacked)."""
         return self.n_evaded / self.n_attacked if self.n_attacked else 0.0
 
+    @property
+    def detection_rate(self) -> float | None:
+        """``n_caught / n_fooled`` (None: the plain attack fooled none)."""
+        return self.n_caught / self.n_fooled if self.n_fooled else None
+
+    def detection_rate_interval(self, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+        """Clopper-Pearson interval of :attr:`detection_rate` (None when it is None)."""
+        return (
+            binomial_interval(self.n_caught, self.n_fooled, confidence) if self.n_fooled else None
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_attacked": self.n_attacked,
             "n_evaded": self.n_evaded,
             "evasion_rate": round(self.evasion_rate, 6),
+            "n_fooled": self.n_fooled,
+            "n_caught": self.n_caught,
             "detection_rate": _rounded(self.detection_rate),
+            "detection_rate_ci": _rounded_interval(self.detection_rate_interval()),
         }
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """The detector at the threshold calibrated for one target false-positive rate."""
+    """The detector at the threshold calibrated for one target false-positive rate.
+
+    ``to_dict`` gives the measured ``fpr`` and ``detection_rate`` (the recall) with
+    their :data:`CONFIDENCE` intervals, ``fpr_ci`` and ``detection_rate_ci``, each
+    ``[low, high]`` (None without images to measure it on).
+    """
 
     target_fpr: float
     metrics: DetectionMetrics
@@ -82,7 +120,9 @@ class OperatingPoint:
         return {
             "target_fpr": self.target_fpr,
             **{k: _rounded(v) if isinstance(v, float) else v for k, v in values.items()},
+            "fpr_ci": _rounded_interval(self.metrics.fpr_interval(CONFIDENCE)),
             "detection_rate": _rounded(self.metrics.recall),
+            "detection_rate_ci": _rounded_interval(self.metrics.recall_interval(CONFIDENCE)),
             "adaptive": self.adaptive.to_dict() if self.adaptive is not None else None,
         }
 
@@ -95,8 +135,10 @@ class DetectionEvaluation:
         detector: the detector's configuration.
         attack: the attack's name and configuration.
         fit_fraction, seed: how the images were split.
+        limit: the most held-out images used, a random subset drawn with ``seed``
+            (None: all).
         n_fit: clean images the detector was fitted and calibrated on.
-        n_test: held-out clean images (the negatives).
+        n_test: held-out clean images used (the negatives).
         n_attacked: held-out images the model classified correctly, attacked.
         n_adversarial: adversarial images the attack found (the positives).
         auroc: area under the ROC curve (None without adversarial images).
@@ -108,6 +150,7 @@ class DetectionEvaluation:
     attack: dict[str, Any]
     fit_fraction: float
     seed: int
+    limit: int | None
     n_fit: int
     n_test: int
     n_attacked: int
@@ -125,9 +168,11 @@ class DetectionEvaluation:
             "split": {
                 "fit_fraction": self.fit_fraction,
                 "seed": self.seed,
+                "limit": self.limit,
                 "n_fit": self.n_fit,
                 "n_test": self.n_test,
             },
+            "intervals": {"method": "clopper-pearson", "confidence": CONFIDENCE},
             "n_attacked": self.n_attacked,
             "n_adversarial": self.n_adversarial,
             "auroc": _rounded(self.auroc),
@@ -151,6 +196,9 @@ def evaluate_detector(
 ) -> DetectionEvaluation:
     """Fit ``detector`` on part of ``dataset``, attack the rest, measure detection.
 
+    Logs a warning for each target rate too small to be measured on the held-out
+    clean images (fewer than ``1 / fpr`` of them).
+
     Args:
         model: the protected classifier.
         dataset: the images; a seeded ``fit_fraction`` of them fits the detector.
@@ -159,8 +207,9 @@ def evaluate_detector(
         fprs: target false-positive rates, each in (0, 1).
         fit_fraction: share of the images used to fit and calibrate, in (0, 1).
         adaptive: also run the adaptive attacker at each threshold.
-        limit: use at most this many held-out images (None: all).
-        seed: seed of the split.
+        limit: use at most this many held-out images, drawn at random with
+            ``seed`` and kept in dataset order (None: all).
+        seed: seed of the split and of the ``limit`` subset.
         progress: called after each attack run.
 
     Returns:
@@ -176,15 +225,14 @@ def evaluate_detector(
         raise ConfigError(f"false-positive rates must lie in (0, 1), got {list(fprs)}")
     if not 0.0 < fit_fraction < 1.0:
         raise ConfigError(f"fit_fraction must lie in (0, 1), got {fit_fraction}")
-    if limit is not None and limit < 1:
-        raise ConfigError(f"limit must be at least 1, got {limit}")
     attack.check_model(model)
     if adaptive:
         attack.check_model(DetectorAwareClassifier(model, detector, threshold=0.0))
     start = time.perf_counter()
     fit_index, test_index = _split(len(dataset), fit_fraction, seed)
-    test_index = test_index[:limit]
-    x, y = dataset.x[test_index], dataset.y[test_index]
+    held_out = dataset.subset(test_index).sample(limit, seed)
+    _warn_unmeasurable(len(held_out), fprs)
+    x, y = held_out.x, held_out.y
     detector.fit(dataset.x[fit_index])
     clean_scores = detector.score(x)
     correct = model.predict(x).argmax(dim=1).cpu() == y
@@ -211,8 +259,9 @@ def evaluate_detector(
         attack={"name": attack.name, "params": attack.to_dict()},
         fit_fraction=fit_fraction,
         seed=seed,
+        limit=limit,
         n_fit=int(fit_index.numel()),
-        n_test=int(test_index.numel()),
+        n_test=len(held_out),
         n_attacked=int(ya.numel()),
         n_adversarial=int(adv_scores.numel()),
         auroc=auroc,
@@ -232,6 +281,20 @@ def _split(n: int, fit_fraction: float, seed: int) -> tuple[torch.Tensor, torch.
     return order[:n_fit].sort().values, order[n_fit:].sort().values
 
 
+def _warn_unmeasurable(n_clean: int, fprs: Sequence[float]) -> None:
+    """Warn for each rate that ``n_clean`` clean images expect less than one false positive of."""
+    for fpr in fprs:
+        if n_clean * fpr < 1.0 - _EPS:
+            logger.warning(
+                "%d held-out clean images are too few to measure a false-positive rate of "
+                "%g (that takes at least %d, for one expected false positive); "
+                "see its confidence interval",
+                n_clean,
+                fpr,
+                math.ceil(1.0 / fpr - _EPS),
+            )
+
+
 def _adaptive(
     model: Classifier,
     detector: Detector,
@@ -247,11 +310,11 @@ def _adaptive(
     evaded = combined.evades(result.x_adv, y).cpu()
     fooled = plain_fooled.cpu()
     n_fooled = int(fooled.sum())
-    caught = n_fooled - int((evaded & fooled).sum())
     return AdaptiveOutcome(
         n_attacked=int(y.numel()),
         n_evaded=int(evaded.sum()),
-        detection_rate=caught / n_fooled if n_fooled else None,
+        n_fooled=n_fooled,
+        n_caught=n_fooled - int((evaded & fooled).sum()),
     )
 
 
@@ -265,3 +328,8 @@ def _rounded(value: float | None) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return round(value, 6)
+
+
+def _rounded_interval(interval: tuple[float, float] | None) -> list[float] | None:
+    """``[low, high]`` rounded for reports; None for None."""
+    return None if interval is None else [round(bound, 6) for bound in interval]

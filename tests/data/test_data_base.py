@@ -98,3 +98,30 @@ def test_digits_values_are_sixteenths() -> None:
 def test_digits_rejects_an_unknown_split() -> None:
     with pytest.raises(ConfigError, match="split"):
         load_digits("validation")
+
+
+def test_sample_draws_a_seeded_spread_subset_in_dataset_order():
+    ordered = Dataset.from_arrays(
+        np.repeat(np.linspace(0, 1, 10, dtype=np.float32), 30).reshape(300, 1, 1, 1),
+        np.repeat(np.arange(10), 30),
+    )
+    picked = ordered.sample(40, seed=1)
+    assert len(picked) == 40 and len(set(picked.y.tolist())) >= 8
+    assert torch.equal(picked.x, ordered.sample(40, seed=1).x)
+    assert not torch.equal(picked.x, ordered.sample(40, seed=2).x)
+    assert bool((picked.y[1:] >= picked.y[:-1]).all())  # dataset order kept
+    assert ordered.sample(None) is ordered and ordered.sample(500) is ordered
+    with pytest.raises(ConfigError, match="positive number"):
+        ordered.sample(0)
+
+
+def test_in_class_order_relabels_by_name():
+    data = Dataset.from_arrays(
+        np.zeros((3, 1, 2, 2), np.float32), [0, 1, 1], class_names=["cat", "dog"]
+    )
+    swapped = data.in_class_order(["dog", "cat", "bird"])
+    assert swapped.y.tolist() == [1, 0, 0] and swapped.class_names == ["dog", "cat", "bird"]
+    with pytest.raises(ConfigError, match="cat"):
+        data.in_class_order(["dog", "bird"])
+    unnamed = Dataset.from_arrays(np.zeros((2, 1, 2, 2), np.float32), [0, 1])
+    assert unnamed.in_class_order(["a", "b"]).class_names == ["a", "b"]

@@ -318,3 +318,13 @@ def test_http_without_the_adapter_and_http_config_elsewhere(monkeypatch) -> None
         load_model("http://localhost:9/score")
     with pytest.raises(ConfigError, match="http_config"):
         load_model(linear_net(), input_shape=(1, 2, 2), http_config="endpoint.yaml")
+
+
+def test_a_module_without_input_size_takes_the_datas_and_is_probed():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    assert load_model(net, data_shape=(1, 8, 8)).input_shape == (1, 8, 8)
+    assert load_model(net, input_shape=(1, 8, 8), data_shape=(3, 32, 32)).input_shape == (1, 8, 8)
+    with pytest.raises(ConfigError, match=r"\(3, 32, 32\).*--input-shape"):
+        load_model(net, data_shape=(3, 32, 32))
+    with pytest.raises(ConfigError, match=r"input_shape=\(C, H, W\)"):
+        load_model(net)

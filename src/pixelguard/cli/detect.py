@@ -56,6 +56,7 @@ def detect_command(
         bool,
         typer.Option(
             "--adaptive/--no-adaptive",
+            metavar="",
             help="Also attack model plus detector: success only when misclassified "
             "and not flagged.",
             rich_help_panel=DETECTOR_PANEL,
@@ -104,6 +105,7 @@ def detect_command(
         ),
     ],
     labels: opt.Labels = None,
+    class_names: opt.ClassNames = None,
     data_layout: opt.DataLayout = "auto",
     value_range: opt.ValueRange = "auto",
     split: Annotated[
@@ -117,6 +119,7 @@ def detect_command(
     std: opt.Std = None,
     output: opt.Output = None,
     batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
+    device: opt.Device = None,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
     json_output: opt.JsonOutput = False,
@@ -128,12 +131,22 @@ def detect_command(
     attack = opt.build_attack(
         attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
     )
+    opt.check_output_folder(out)
     model_options = opt.ModelOptions(
-        input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
+        input_shape,
+        layout,
+        scale,
+        mean,
+        std,
+        output,
+        batch_size,
+        trust_pickle,
+        http_config,
+        device,
     )
-    data_options = opt.DataOptions(labels, data_layout, value_range, split)
-    classifier = model_options.load(model)
+    data_options = opt.DataOptions(labels, data_layout, value_range, split, class_names)
     dataset = data_options.load(data)
+    classifier = model_options.load(model, dataset.image_shape)
     chosen = create_detector(detector, classifier, **settings)
     with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
         evaluation = evaluate_detector(

@@ -33,6 +33,7 @@ from pixelguard.defenses.detect import (
 )
 from pixelguard.defenses.detection_metrics import (
     DetectionMetrics,
+    binomial_interval,
     conformal_threshold,
     detection_metrics,
     empirical_threshold,
@@ -86,6 +87,7 @@ __all__ = [
     "ablation_masks",
     "certified_accuracy",
     "certified_radius",
+    "binomial_interval",
     "clopper_pearson_lower",
     "conformal_threshold",
     "create_detector",

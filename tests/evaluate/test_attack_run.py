@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ import torch
 from torch import nn
 
 from pixelguard.attacks.pixel_de import PixelDE
+from pixelguard.attacks.sparse_rs import SparseRS
 from pixelguard.data import Dataset
 from pixelguard.errors import ConfigError, RangeError, ShapeError
 from pixelguard.evaluate import AttackRun, attack_dataset
 from pixelguard.evaluate.merge import tensor_fields
+from pixelguard.models.base import ClassifierWrapper
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.testing import check_attack_result
 
@@ -29,6 +32,13 @@ class Interrupt:
     def __call__(self, done: int, total: int) -> None:
         if done > self.chunk_size:
             raise KeyboardInterrupt
+
+
+class Scrambled(ClassifierWrapper):
+    """The wrapped model with its class scores shifted by one: every class is renamed."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(x).roll(1, dims=1)
 
 
 def _same_results(a: AttackRun, b: AttackRun) -> None:
@@ -82,6 +92,28 @@ def test_progress_reports_images_finished_out_of_images_attacked(
     assert done == sorted(done) and {3, 6, 7} <= set(done)
 
 
+def test_progress_moves_within_a_chunk_and_changes_nothing(digits_model, held_out):
+    attack = SparseRS(pixels=3, budget=60, seed=0)
+    calls: list[tuple[int, int]] = []
+    run = attack_dataset(
+        digits_model, held_out, attack, limit=20, progress=lambda d, t: calls.append((d, t))
+    )
+    assert run.n_attacked == 20 < 100, "one chunk"
+    assert calls[-1] == (20, 20)
+    assert any(0 < d < 20 for d, _ in calls[:-1]), "progress moves before the chunk ends"
+    _same_results(run, attack_dataset(digits_model, held_out, attack, limit=20))
+
+
+def test_summary_names_the_attack_budget_and_seed(digits_model, held_out):
+    attack = SparseRS(pixels=3, budget=60, seed=7)
+    summary = attack_dataset(digits_model, held_out, attack, limit=4).summary()
+    assert summary["attack"] == "sparse-rs" and summary["params"] == attack.to_dict()
+    assert summary["budget"] == 60 and summary["seed"] == 7
+    again = SparseRS(**summary["params"])
+    assert again == attack, "the summary repeats the attack exactly"
+    json.dumps(summary)
+
+
 def test_targeted_run_skips_images_of_the_target_class(digits_model, held_out):
     attack = PixelDE(pixels=3, population=20, generations=2, seed=0)
     run = attack_dataset(digits_model, held_out, attack, target=4, limit=30)
@@ -89,13 +121,49 @@ def test_targeted_run_skips_images_of_the_target_class(digits_model, held_out):
     assert bool((held_out.y[run.indices] != 4).all())
     assert bool((run.result.target == 4).all())
     assert all(row["target"] == 4 for row in run.images())
+    correct = digits_model.predict(held_out.x).argmax(dim=1) == held_out.y
+    assert run.n_correct == int(correct.sum())
+    assert run.n_already_target == int((correct & (held_out.y == 4)).sum()) > 0
+    assert run.summary()["n_already_target"] == run.n_already_target
 
 
-def test_no_eligible_images_gives_an_empty_run(digits_model, held_out, tiny_attack):
+def test_no_eligible_images_gives_an_empty_run(digits_model, held_out, tiny_attack, caplog):
     fours = held_out.subset(held_out.y == 4)
-    run = attack_dataset(digits_model, fours, tiny_attack, target=4)
+    with caplog.at_level(logging.WARNING, logger="pixelguard"):
+        run = attack_dataset(digits_model, fours, tiny_attack, target=4)
     assert run.n_attacked == 0 and run.success_rate == 0.0
     assert run.summary()["median_queries"] is None and run.images() == []
+    assert run.n_already_target == run.n_correct > 0
+    reason = f"{run.n_correct} correctly classified, all already of the target class 4"
+    assert run.idle_reason() == reason
+    assert f"no image was attacked: {reason}" in caplog.text
+
+
+def test_a_model_with_scrambled_classes_is_warned_about(
+    digits_model, held_out, tiny_attack, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="pixelguard"):
+        run = attack_dataset(Scrambled(digits_model), held_out, tiny_attack, limit=5)
+    assert run.clean_accuracy < 0.1 and len(run.warnings) == 1
+    warning = run.warnings[0]
+    assert warning.startswith(f"clean accuracy {run.clean_accuracy:.1%} on 397 images")
+    for hint in ("near chance", "mean", "std", "--scale 255", "--layout nhwc", "--class-names"):
+        assert hint in warning
+    assert warning in caplog.text
+    assert run.summary()["warnings"] == [warning]
+
+
+def test_a_good_model_and_a_few_images_are_not_warned_about(
+    digits_model, held_out, tiny_attack, caplog
+):
+    with caplog.at_level(logging.WARNING, logger="pixelguard"):
+        good = attack_dataset(digits_model, held_out, tiny_attack, limit=5)
+        few = attack_dataset(Scrambled(digits_model), held_out.subset(slice(0, 19)), tiny_attack)
+    assert good.warnings == () and few.warnings == ()
+    assert few.n_attacked == 0 and few.idle_reason() == (
+        "the model classified none of the 19 images correctly"
+    )
+    assert "near chance" not in caplog.text
 
 
 def test_a_seed_of_none_is_drawn_once_for_every_chunk(digits_model, held_out):

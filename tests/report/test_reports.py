@@ -35,11 +35,15 @@ TOP_LEVEL = {
     "data",
     "n_images",
     "clean_accuracy",
+    "n_correct",
+    "n_already_target",
     "n_attacked",
     "success_rate",
     "median_queries",
     "median_pixels_changed",
     "wall_time",
+    "warnings",
+    "wire",
     "images",
 }
 PER_IMAGE = {
@@ -63,9 +67,12 @@ def test_results_json_has_the_schema_fields(tmp_path, run):
     )
     data = json.loads(path.read_text())
     assert set(data) >= TOP_LEVEL
-    assert data["schema_version"] == SCHEMA_VERSION == "1.0"
+    assert data["schema_version"] == SCHEMA_VERSION == "1.1"
     assert data["pixelguard_version"] == pixelguard.__version__
     assert data["attack"]["name"] == "pixel-de" and data["attack"]["params"]["pixels"] == 3
+    assert data["attack"]["seed"] == 0 and data["attack"]["budget"] is None
+    assert PixelDE(**data["attack"]["params"]) == PixelDE(pixels=3, population=20, generations=3)
+    assert data["warnings"] == [] and data["wire"] is None and data["n_already_target"] == 0
     assert data["model"] == MODEL_INFO and data["data"] == DATA_INFO
     assert data["n_attacked"] == len(data["images"]) == 10
     assert data["success_rate"] == pytest.approx(sum(r["success"] for r in data["images"]) / 10)
@@ -135,6 +142,30 @@ def test_write_run_reports_writes_all_three_files(tmp_path, run, held_out_digits
     )
     assert [p.name for p in reports.paths()] == ["results.json", "adversarial.npz", "examples.png"]
     assert all(p.is_file() and p.parent == tmp_path / "run" for p in reports.paths())
+
+
+def test_the_readme_quick_start_works(tmp_path, digits_model, capsys):
+    net = digits_model.module
+    data = pixelguard.load_data("digits")
+    run = pixelguard.attack_dataset(
+        pixelguard.load_model(net, input_shape=(1, 8, 8)),
+        data,
+        pixelguard.create_attack("sparse-rs", pixels=3),
+        limit=20,
+    )
+    print(run.summary())
+    reports = pixelguard.write_run_reports(tmp_path, run, data.x)
+    assert "'n_attacked': 20" in capsys.readouterr().out
+    results = json.loads(reports.results.read_text())
+    assert results["model"] == {"spec": None, "input_shape": [1, 8, 8]}
+    assert results["data"] == {
+        "spec": None,
+        "source": data.source,
+        "n_images": len(data),
+        "image_shape": [1, 8, 8],
+        "class_names": data.class_names,
+    }
+    assert all(path.is_file() for path in reports.paths())
 
 
 def test_summary_json_lists_every_run(tmp_path, run):

@@ -54,8 +54,8 @@ def write_run_reports(
     run: AttackRun,
     x: torch.Tensor,
     *,
-    model_info: Mapping[str, Any],
-    data_info: Mapping[str, Any],
+    model_info: Mapping[str, Any] | None = None,
+    data_info: Mapping[str, Any] | None = None,
 ) -> RunReports:
     """Write ``results.json``, ``adversarial.npz`` and ``examples.png`` into ``folder``.
 
@@ -63,8 +63,10 @@ def write_run_reports(
         folder: the output folder (created if missing).
         run: the attack run.
         x: the images of the run's whole dataset.
-        model_info: how the model was given (see :func:`results_dict`).
-        data_info: how the data was given.
+        model_info: how the model was given (see :func:`results_dict`; None: what
+            the run knows, its input shape).
+        data_info: how the data was given (None: what the run knows, its source,
+            size and class names).
 
     Returns:
         The paths written.

@@ -206,9 +206,8 @@ def write_examples_png(
         fill=MUTED,
     )
     if not chosen:
-        draw.text(
-            (MARGIN, MARGIN + layout.title_h), "no images were attacked", font=font, fill=MUTED
-        )
+        idle = _fit(draw, f"no images were attacked: {run.idle_reason()}", font, text_width)
+        draw.text((MARGIN, MARGIN + layout.title_h), idle, font=font, fill=MUTED)
 
     changed = changed_pixels(originals, result.x_adv.to(originals.device))
     for slot, i in enumerate(chosen):

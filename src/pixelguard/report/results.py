@@ -11,14 +11,19 @@ import pixelguard
 from pixelguard.evaluate.attack_run import AttackRun
 from pixelguard.evaluate.files import write_json
 
-SCHEMA_VERSION = "1.0"
-"""Version of the results.json layout; bumped on any change a reader must know about."""
+SCHEMA_VERSION = "1.1"
+"""Version of the results.json layout; bumped on any change a reader must know about.
+
+1.1 added ``attack.budget``, ``n_correct``, ``n_already_target``, ``warnings`` and ``wire``.
+"""
 
 
 _HEADLINE = (
     # summary keys copied to the top level of results.json, in this order
     "n_images",
     "clean_accuracy",
+    "n_correct",
+    "n_already_target",
     "n_attacked",
     "n_success",
     "success_rate",
@@ -26,6 +31,8 @@ _HEADLINE = (
     "median_pixels_changed",
     "pixels_changed_histogram",
     "wall_time",
+    "warnings",
+    "wire",
 )
 
 
@@ -37,22 +44,48 @@ def _header() -> dict[str, Any]:
     }
 
 
+def _known_model_info(run: AttackRun) -> dict[str, Any]:
+    """What ``run`` tells of its model, for a report given no ``model_info``: its input shape."""
+    return {"spec": None, "input_shape": list(run.image_shape)}
+
+
+def _known_data_info(run: AttackRun) -> dict[str, Any]:
+    """What ``run`` tells of its data, for a report given no ``data_info``."""
+    return {
+        "spec": None,
+        "source": run.source,
+        "n_images": run.n_images,
+        "image_shape": list(run.image_shape),
+        "class_names": run.class_names,
+    }
+
+
 def results_dict(
-    run: AttackRun, *, model_info: Mapping[str, Any], data_info: Mapping[str, Any]
+    run: AttackRun,
+    *,
+    model_info: Mapping[str, Any] | None = None,
+    data_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The results report of ``run`` as plain, JSON-serialisable data.
 
     Args:
         run: the attack run.
-        model_info: how the model was given: ``spec``, ``input_shape``, ``options``.
-        data_info: how the data was given (spec, source, split, ...).
+        model_info: how the model was given: ``spec``, ``input_shape``, ``options``
+            (None: what the run knows, a ``spec`` of None and the input shape).
+        data_info: how the data was given (spec, source, split, ...; None: what the
+            run knows, a ``spec`` of None, the source, size and class names).
 
     Returns:
         ``schema_version``, ``pixelguard_version``, ``created``, ``attack`` (``name``,
-        ``params``, ``seed``, ``target``), ``model``, ``data``, the headline numbers
-        (``n_images``, ``clean_accuracy``, ``n_attacked``, ``n_success``,
-        ``success_rate``, ``median_queries`` and ``median_pixels_changed`` over
-        successes, ``wall_time``) and ``images``, one record per attacked image.
+        ``params``, ``seed``, ``budget`` in queries per image, ``target``), ``model``,
+        ``data``, the headline numbers (``n_images``, ``clean_accuracy``,
+        ``n_correct``, ``n_already_target`` (correctly classified images of the
+        target class, not attacked), ``n_attacked``, ``n_success``, ``success_rate``,
+        ``median_queries`` and ``median_pixels_changed`` over successes, the
+        histogram of pixels changed, ``wall_time``), ``warnings`` (sentences; empty
+        when all looks sound), ``wire`` (what went over the wire to an HTTP endpoint,
+        see :class:`~pixelguard.evaluate.attack_run.WireStats`; null for other
+        models) and ``images``, one record per attacked image.
     """
     summary = run.summary()
     return {
@@ -61,10 +94,11 @@ def results_dict(
             "name": run.result.attack,
             "params": run.result.params,
             "seed": run.result.seed,
+            "budget": run.result.budget,
             "target": run.target,
         },
-        "model": dict(model_info),
-        "data": dict(data_info),
+        "model": dict(model_info) if model_info is not None else _known_model_info(run),
+        "data": dict(data_info) if data_info is not None else _known_data_info(run),
         **{key: summary[key] for key in _HEADLINE},
         "images": run.images(),
     }
@@ -74,8 +108,8 @@ def write_results_json(
     path: str | Path,
     run: AttackRun,
     *,
-    model_info: Mapping[str, Any],
-    data_info: Mapping[str, Any],
+    model_info: Mapping[str, Any] | None = None,
+    data_info: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write :func:`results_dict` to ``path`` atomically (a temporary file, then a rename).
 

@@ -280,7 +280,7 @@ def test_missing_unsupported_and_folder_paths(tmp_path) -> None:
         load_model(tmp_path / "missing.pt")
     with pytest.raises(ModelError, match="no such model file"):
         load_model(str(tmp_path / "missing.onnx"))
-    other = tmp_path / "model.h5"
+    other = tmp_path / "model.bin"
     other.write_bytes(b"")
     with pytest.raises(ConfigError, match="unsupported model file"):
         load_model(other)

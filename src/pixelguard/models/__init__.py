@@ -12,6 +12,7 @@ from pixelguard.models.base import (
     OutputKind,
 )
 from pixelguard.models.callable import CallableClassifier
+from pixelguard.models.keras import KerasClassifier, SavedModelClassifier
 from pixelguard.models.loader import load_model
 from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.queries import QueryCounter
@@ -27,10 +28,12 @@ __all__ = [
     "Classifier",
     "Differentiable",
     "InputSpec",
+    "KerasClassifier",
     "OnnxClassifier",
     "OutputKind",
     "QueryCounter",
     "ResizeInput",
+    "SavedModelClassifier",
     "SklearnClassifier",
     "TorchClassifier",
     "build_model",

@@ -6,6 +6,8 @@ did not explicitly choose to run:
 
 - pixelguard checkpoints are read with ``torch.load(weights_only=True)``;
 - TorchScript files are loaded with ``torch.jit.load`` (TorchScript, not pickle);
+- Keras files are loaded with Keras's safe mode, which refuses stored Python code
+  (``Lambda`` layers) unless ``trust_pickle=True``;
 - full pickles (``torch.save(model)``, ``.pkl``, ``.joblib``) are refused with
   :class:`UnsafeLoadError` unless ``trust_pickle=True``;
 - ``file.py:factory`` imports and runs ``file.py``: naming it is the opt-in.
@@ -37,6 +39,13 @@ from pixelguard.models.base import (
     parse_floats,
 )
 from pixelguard.models.callable import CallableClassifier
+from pixelguard.models.keras import (
+    KERAS_SUFFIXES,
+    KerasClassifier,
+    SavedModelClassifier,
+    is_saved_model,
+    load_keras_file,
+)
 from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.resize import ResizeInput
 from pixelguard.models.sklearn import SklearnClassifier
@@ -48,7 +57,8 @@ logger = logging.getLogger(__name__)
 _TORCH_SUFFIXES = (".pt", ".pth")
 _PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 _SUPPORTED = (
-    ".pt/.pth (pixelguard checkpoint or TorchScript), .onnx, "
+    ".pt/.pth (pixelguard checkpoint or TorchScript), .onnx, .keras/.h5 (Keras 3), "
+    "a TensorFlow SavedModel folder, "
     ".joblib/.pkl/.pickle (with --trust-pickle), file.py:factory, http(s):// endpoint"
 )
 
@@ -125,6 +135,9 @@ def load_model(
               read from it), a TorchScript file, or, only with ``trust_pickle``, a
               fully pickled module;
             - an ``.onnx`` file;
+            - a Keras 3 ``.keras``/``.h5`` file (differentiable on Keras's torch
+              backend; layout and softmax output are detected), or a TensorFlow
+              SavedModel folder (scores only; needs TensorFlow);
             - a ``.joblib``/``.pkl``/``.pickle`` file (only with ``trust_pickle``);
             - ``"path/to/file.py:factory"``: imports the file and calls ``factory()``,
               which returns any object above. This runs the file's code, which is
@@ -253,6 +266,10 @@ def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
 
 def _adapter_for(obj: object, options: _Options, *, what: str) -> Classifier:
     """The adapter that matches ``obj``."""
+    keras = sys.modules.get("keras")
+    if keras is not None and isinstance(obj, keras.Model):
+        # on Keras's torch backend a Keras model is also an nn.Module, but NHWC
+        return KerasClassifier(obj, device=options.device, **_keras_settings(options))
     if isinstance(obj, nn.Module):
         return TorchClassifier(
             obj,
@@ -291,6 +308,8 @@ def _adapter_for(obj: object, options: _Options, *, what: str) -> Classifier:
 
 
 def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
+    if is_saved_model(path):
+        return _load_keras(path, options, trust_pickle)
     if path.is_dir():
         raise ModelError(f"{path} is a folder, not a model file; supported: {_SUPPORTED}")
     if not path.exists():
@@ -306,11 +325,34 @@ def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
             output=options.output,
             batch_size=options.batch_size,
         )
+    if suffix in KERAS_SUFFIXES:
+        return _load_keras(path, options, trust_pickle)
     if suffix in _PICKLE_SUFFIXES:
         return _load_pickle(path, options, trust_pickle)
     if suffix == ".py":
         raise ConfigError(f"name the function that builds the model: {path}:make_model")
     raise ConfigError(f"unsupported model file {path.name}; supported: {_SUPPORTED}")
+
+
+def _load_keras(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
+    """A Keras file or TensorFlow SavedModel folder."""
+    if path.is_dir():
+        return SavedModelClassifier(path, **_keras_settings(options))
+    model = load_keras_file(path, trust_pickle=trust_pickle, device=options.device)
+    return KerasClassifier(model, device=options.device, **_keras_settings(options))
+
+
+def _keras_settings(options: _Options) -> dict[str, Any]:
+    """The user's options for a Keras or SavedModel adapter; they override what it detects."""
+    return {
+        "input_shape": options.input_shape,
+        "layout": options.layout,
+        "scale": options.scale if options.scale is not None else 1.0,
+        "mean": options.mean,
+        "std": options.std,
+        "output": options.output,
+        "batch_size": options.batch_size,
+    }
 
 
 def _load_torch_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:

@@ -34,7 +34,9 @@ def labels_only_model(digits_model):
 def assert_one_minimal(model, x, result):
     """Restoring any single changed pixel of a fooling image makes it classified correctly."""
     for i in result.success.nonzero().flatten().tolist():
-        changed = changed_pixels(x[i : i + 1], result.x_adv[i : i + 1])[0].flatten().nonzero().flatten()
+        changed = (
+            changed_pixels(x[i : i + 1], result.x_adv[i : i + 1])[0].flatten().nonzero().flatten()
+        )
         restored = result.x_adv[i].repeat(changed.numel(), 1, 1, 1).flatten(2)
         restored[torch.arange(changed.numel()), :, changed] = x[i].flatten(1)[:, changed].T
         pred = model.predict(restored.view(-1, *x.shape[1:])).argmax(dim=1)
@@ -135,8 +137,14 @@ def test_label_only_max_pixels_and_targeted_refusal(labels_only_model, batch):
 
 @pytest.mark.parametrize(
     "factory",
-    [lambda: SparseRS(pixels=0), lambda: SparseRS(p_init=0), lambda: MinPixels(budget=None),
-     lambda: MinPixels(max_pixels=0), lambda: CornerSearch(checks=0), lambda: LabelOnly(max_pixels=0)],
+    [
+        lambda: SparseRS(pixels=0),
+        lambda: SparseRS(p_init=0),
+        lambda: MinPixels(budget=None),
+        lambda: MinPixels(max_pixels=0),
+        lambda: CornerSearch(checks=0),
+        lambda: LabelOnly(max_pixels=0),
+    ],
 )
 def test_invalid_configuration_is_refused(factory):
     with pytest.raises(ConfigError):
@@ -155,3 +163,14 @@ def test_few_images_propose_several_candidates_within_the_budget(digits_model, b
         )
         check_attack_result(result, digits_model, x, max_pixels=3, budget=200)
         assert int(result.queries.max()) <= 200
+
+
+def test_the_corner_scan_reports_progress_within_its_batch(digits_model, correct_digits):
+    from pixelguard.attacks import create_attack
+
+    x, y = correct_digits[0][:20], correct_digits[1][:20]
+    seen: list[int] = []
+    attack = create_attack("sparse-rs", pixels=1)
+    attack.run(digits_model, x, y, progress=lambda done, total: seen.append(done))
+    # reported while the scan runs (before every image is finished), never going back
+    assert len(seen) >= 4 and seen == sorted(seen) and seen[0] < 20 and seen[-1] == 20

@@ -369,6 +369,7 @@ def test_server_errors_retried_with_exponential_backoff(stub: Stub, waits: list[
     torch.testing.assert_close(m.predict(x), reference_scores(x), atol=1e-5, rtol=0)
     assert waits == pytest.approx([0.01, 0.02, 0.04])
     assert m.stats["retries"] == 3 and m.stats["requests_failed"] == 3
+    assert m.stats["unavailable"] == 1 and m.stats["rate_limited"] == 0
     assert stub.requests == 4
 
 

@@ -73,6 +73,7 @@ def scan_single_corner_pixels(state: AttackState, active: torch.Tensor, checks: 
         won = record_winners(state, owner, positions, values, loss, fooled)
         fooled_images |= won
         done |= won[active] | ~affordable
+        state.report(n - a + int(done.sum()))
     return fooled_images
 
 

@@ -115,6 +115,7 @@ class LabelOnly(Attack):
             changed = changed_pixels(x[images], x_adv[images]).flatten(1)
             size = (changed.sum(dim=1) * fraction).floor()
             rows = ((size >= 2) & (state.remaining(images) >= 1)).nonzero().flatten()
+            state.report(state.n_images - rows.numel())
             if rows.numel() == 0:
                 return
             keys = torch.rand((rows.numel(), h * w), generator=state.generator).to(x.device)

@@ -63,6 +63,7 @@ _WIRE_STATS = (
     "requests_failed",
     "retries",
     "rate_limited",
+    "unavailable",
     "cache_hits",
     "images_sent",
 )
@@ -409,7 +410,7 @@ class HttpClassifier:
         ``requests_sent`` counts every attempt, retries included; ``images_sent`` the
         images in them; ``requests_failed`` attempts that failed (HTTP error, timeout,
         connection error, malformed reply); ``retries`` attempts after the first;
-        ``rate_limited`` 429 replies; ``cache_hits`` images answered without sending
+        ``rate_limited`` 429 replies; ``unavailable`` 503 replies; ``cache_hits`` images answered without sending
         (cached, or repeated within one call); ``requests_charged`` and
         ``images_charged`` what counts against ``max_requests`` / ``max_images``.
         """
@@ -673,6 +674,8 @@ class HttpClassifier:
             if status == 429 or 500 <= status < 600:
                 if status == 429:
                     self._bump("rate_limited")
+                elif status == 503:
+                    self._bump("unavailable")
                 raise _TransientError(
                     message, parse_retry_after(exc.headers.get("Retry-After"))
                 ) from None

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from pixelguard.errors import ConfigError, ModelError
-from pixelguard.models import InputSpec, OnnxClassifier, OutputKind, TorchClassifier
+from pixelguard.models import InputSpec, OnnxClassifier, OutputKind, TorchClassifier, load_model
 
 
 def tiny_cnn() -> nn.Module:
@@ -167,3 +167,14 @@ def test_importing_models_does_not_import_onnxruntime() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+def test_open_image_size_takes_the_datas_through_the_loader(tmp_path) -> None:
+    path, _ = _uint8_linear(tmp_path / "open.onnx", [1, "h", "w"])
+    assert load_model(path, data_shape=(1, 2, 2)).input_shape == (1, 2, 2)
+    assert load_model(path, input_shape=(1, 2, 2), data_shape=(1, 9, 9)).input_shape == (1, 2, 2)
+
+
+def test_nchw_model_read_as_nhwc_says_to_drop_the_layout(cnn_onnx) -> None:
+    with pytest.raises(ConfigError, match="drop --layout nhwc"):
+        OnnxClassifier(cnn_onnx[1], spec=InputSpec(layout="nhwc"))

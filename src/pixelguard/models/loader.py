@@ -321,6 +321,7 @@ def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
         return OnnxClassifier(
             path,
             input_shape=options.input_shape,
+            open_shape=options.data_shape,
             spec=options.spec(),
             output=options.output,
             batch_size=options.batch_size,

@@ -40,6 +40,8 @@ class OnnxClassifier(ArrayClassifier):
     Args:
         path: the ``.onnx`` file.
         input_shape: ``(C, H, W)``; required when the file leaves the image size open.
+        open_shape: the ``(C, H, W)`` to use when the file leaves the image size open
+            and ``input_shape`` is not given (the loader passes the data's image size).
         spec: layout, scale and mean/std the model wants; default NCHW in [0, 1].
         output: ``"logits"``, ``"probabilities"``, ``"labels"``, or None to detect.
         batch_size: most images per ``session.run``.
@@ -67,6 +69,7 @@ class OnnxClassifier(ArrayClassifier):
         spec: InputSpec | None = None,
         output: OutputKind | str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        open_shape: tuple[int, int, int] | None = None,
     ) -> None:
         ort = require("onnxruntime", "onnx", "ONNX models")
         path = Path(path)
@@ -94,11 +97,13 @@ class OnnxClassifier(ArrayClassifier):
         spec = dataclasses.replace(spec if spec is not None else InputSpec(), dtype=dtype)
         dims = list(model_input.shape)
         file_shape = _image_shape(dims, spec, path)
+        if input_shape is None and file_shape is None and open_shape is not None:
+            input_shape = open_shape
         if input_shape is None:
             if file_shape is None:
                 raise ConfigError(
                     f"{path} leaves the image size open (input {model_input.name!r} has shape "
-                    f"{dims}); pass input_shape (C, H, W)"
+                    f"{dims}); pass input_shape=(C, H, W) (--input-shape C,H,W)"
                 )
             input_shape = file_shape
         elif file_shape is not None and tuple(input_shape) != file_shape:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 import pixelguard
 from pixelguard.attacks.base import list_attacks
@@ -35,8 +36,32 @@ INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _without_flag_placeholders(params: list[Any]) -> list[Any]:
+    """Flags take no value: show no ``<bool>`` placeholder for them in ``--help``."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A pixelguard command: its help lists flags without a value placeholder."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_placeholders(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """The pixelguard command group, with the same help for flags as its commands."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _without_flag_placeholders(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="pixelguard",
+    cls=Group,
     help="How few pixels does it take to fool your image classifier?",
     no_args_is_help=True,
     add_completion=False,
@@ -134,16 +159,16 @@ def attacks_command() -> None:
         typer.echo(f"{name:<{width}}  {opt.attack_summary_line(name)}")
 
 
-app.command("attacks")(handle_errors(attacks_command))
-app.command("attack")(handle_errors(attack))
-app.command("train")(handle_errors(train))
-app.command("demo")(handle_errors(demo))
-app.command("evaluate")(handle_errors(evaluate_command))
-app.command("report")(handle_errors(report_command))
-app.command("compare")(handle_errors(compare_command))
-app.command("harden")(handle_errors(harden_command))
-app.command("detect")(handle_errors(detect_command))
-app.command("certify")(handle_errors(certify_command))
+app.command("attacks", cls=Command)(handle_errors(attacks_command))
+app.command("attack", cls=Command)(handle_errors(attack))
+app.command("train", cls=Command)(handle_errors(train))
+app.command("demo", cls=Command)(handle_errors(demo))
+app.command("evaluate", cls=Command)(handle_errors(evaluate_command))
+app.command("report", cls=Command)(handle_errors(report_command))
+app.command("compare", cls=Command)(handle_errors(compare_command))
+app.command("harden", cls=Command)(handle_errors(harden_command))
+app.command("detect", cls=Command)(handle_errors(detect_command))
+app.command("certify", cls=Command)(handle_errors(certify_command))
 
 
 def main() -> None:

@@ -94,10 +94,10 @@ def attack(
     ] = 100,
     resume: Annotated[
         bool,
-        opt.flag(
+        typer.Option(
             "--resume",
-            "Continue the interrupted run in --out after its last finished chunk.",
-            opt.RUN_PANEL,
+            help="Continue the interrupted run in --out after its last finished chunk.",
+            rich_help_panel=opt.RUN_PANEL,
         ),
     ] = False,
     out: Annotated[

@@ -38,7 +38,7 @@ def demo(
         str, typer.Option("--pixels", "-k", help="Pixel budgets to try, comma-separated.")
     ] = "1,3,5",
     quick: Annotated[
-        bool, typer.Option("--quick", hidden=True, metavar="", help="Tiny settings, for tests.")
+        bool, typer.Option("--quick", hidden=True, help="Tiny settings, for tests.")
     ] = False,
     quiet: opt.Quiet = False,
 ) -> None:

@@ -56,7 +56,6 @@ def detect_command(
         bool,
         typer.Option(
             "--adaptive/--no-adaptive",
-            metavar="",
             help="Also attack model plus detector: success only when misclassified "
             "and not flagged.",
             rich_help_panel=DETECTOR_PANEL,

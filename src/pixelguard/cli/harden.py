@@ -84,8 +84,10 @@ def harden_command(
     seed: Annotated[int, typer.Option(help="Seed of training and of the evaluation attacks.")] = 0,
     resume: Annotated[
         bool,
-        opt.flag(
-            "--resume", "Continue an interrupted run after its last finished epoch.", TRAIN_PANEL
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run after its last finished epoch.",
+            rich_help_panel=TRAIN_PANEL,
         ),
     ] = False,
     limit: Annotated[

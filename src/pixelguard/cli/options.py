@@ -151,7 +151,6 @@ TrustPickle = Annotated[
     bool,
     typer.Option(
         "--trust-pickle",
-        metavar="",
         help="Allow pickle/joblib model files; loading them runs code from the file.",
         rich_help_panel=MODEL_PANEL,
     ),
@@ -177,24 +176,16 @@ CHECKPOINT_FOLDER = "checkpoint"
 
 Quiet = Annotated[
     bool,
-    typer.Option(
-        "--quiet", "-q", metavar="", help="Hide progress bars.", rich_help_panel=OUTPUT_PANEL
-    ),
+    typer.Option("--quiet", "-q", help="Hide progress bars.", rich_help_panel=OUTPUT_PANEL),
 ]
 JsonOutput = Annotated[
     bool,
     typer.Option(
         "--json",
-        metavar="",
         help="Print the summary as JSON on stdout.",
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
-
-
-def flag(name: str, help: str, panel: str) -> Any:  # noqa: A002  (typer's own keyword)
-    """A boolean ``--name`` option, shown without a value placeholder in ``--help``."""
-    return typer.Option(name, metavar="", help=help, rich_help_panel=panel)
 
 
 def check_output_folder(path: Path, flag: str = "--out") -> Path:

@@ -44,7 +44,7 @@ def test_report_rerenders_the_same_page_from_files(cli, evaluated, tmp_path):
     result = cli("report", folder)
     assert (folder / "report.html").read_text() == (evaluated / "report.html").read_text()
     assert (folder / "report.md").read_text() == (evaluated / "report.md").read_text()
-    assert result.stdout.startswith("Clean accuracy ")
+    assert result.stdout.startswith("Robust accuracy ") and "half of clean" in result.stdout
     assert "report.html, report.md" in result.stdout and result.stderr == ""
 
 
@@ -89,7 +89,10 @@ def test_compare_prints_the_change_and_writes_both_files(cli, evaluated, tmp_pat
         ("missing", "does not exist"),
         ("empty", "has no report.json"),
         ("bad-json", "is not valid JSON"),
-        ("old-schema", "has schema_version '1.0'; this pixelguard reads 'evaluation-1.0'"),
+        (
+            "old-schema",
+            "has schema_version '1.0'; this pixelguard reads 'evaluation-1.0' and 'evaluation-1.1'",
+        ),
     ],
 )
 def test_report_errors_are_one_line_and_exit_2(cli, tmp_path, setup, message):
@@ -109,3 +112,27 @@ def test_report_errors_are_one_line_and_exit_2(cli, tmp_path, setup, message):
 def test_compare_rejects_bad_names(cli, evaluated):
     result = cli("compare", evaluated, evaluated, "--names", "one", code=2)
     assert result.stderr == "error: --names must be two names separated by a comma, got 'one'\n"
+
+
+def test_compare_warns_when_the_two_sides_are_not_like_with_like(cli, evaluated, tmp_path):
+    other = _copy(evaluated, tmp_path / "train-split")
+    data = json.loads((other / "report.json").read_text())
+    data["data"]["split"] = "train"
+    data["data"]["seed"] = 7
+    (other / "report.json").write_text(json.dumps(data))
+    result = cli("compare", evaluated, other, "--out", tmp_path / "cmp")
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: ")]
+    assert warnings == [
+        "warning: not like with like: the splits differ: test vs train",
+        "warning: not like with like: the seeds differ: 0 vs 7",
+    ]
+    markdown = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "not like with like**: the splits differ: test vs train." in markdown
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "not like with like: the splits differ: test vs train." in page
+    defended = _copy(evaluated, tmp_path / "other-model")
+    data = json.loads((defended / "report.json").read_text())
+    data["model"]["spec"], data["defense"] = "other.pt", DEFENSE
+    (defended / "report.json").write_text(json.dumps(data))
+    alike = cli("compare", evaluated, defended)
+    assert "not like with like" not in alike.stdout, "other models are the point of comparing"

@@ -13,8 +13,22 @@ from sklearn.metrics import precision_recall_fscore_support
 from pixelguard.attacks.base import Attack, AttackState
 from pixelguard.data import Dataset
 from pixelguard.errors import ConfigError
-from pixelguard.evaluate.runner import AttackStats, detect_flags, evaluate
-from pixelguard.evaluate.suite import Suite, SuiteEntry, build_suite, parse_budget_label
+from pixelguard.evaluate.runner import (
+    AttackStats,
+    accuracy_interval,
+    detect_flags,
+    evaluate,
+    headline,
+    headline_text,
+)
+from pixelguard.evaluate.suite import (
+    Gate,
+    Suite,
+    SuiteEntry,
+    build_suite,
+    check_gates,
+    parse_budget_label,
+)
 from pixelguard.metrics.classification import confusion_matrix, per_class_report
 from pixelguard.models.base import Capabilities, OutputKind
 from pixelguard.report.evaluation import write_evaluation_json, write_evaluation_markdown
@@ -150,7 +164,7 @@ def test_pixel_suite_on_digits_is_monotone_and_below_clean(digits_model, held_ou
         assert all(int(p) <= k for p in outcome.l0_pixels[broken])
         assert not (outcome.robust & broken).any()
     data = evaluation.to_dict()
-    assert data["schema_version"] == "evaluation-1.0"
+    assert data["schema_version"] == "evaluation-1.1"
     assert set(data["per_class"]) == {"clean", "pixels=1", "pixels=3", "pixels=10"}
 
 
@@ -208,7 +222,94 @@ def test_reports_are_written(tmp_path):
     suite = Suite("fake", [SuiteEntry("pixels=1", MarkerAttack(fools=(1,)))])
     evaluation = evaluate(MarkerModel(), _marked_dataset(), suite)
     data = write_evaluation_json(tmp_path / "report.json", evaluation).read_text()
-    assert '"schema_version": "evaluation-1.0"' in data
+    assert '"schema_version": "evaluation-1.1"' in data
     text = write_evaluation_markdown(tmp_path / "report.md", evaluation).read_text()
     assert "| pixels=1 | 80.0% |" in text and "| pixels=1 | marker | 9 | 1 |" in text
-    assert "worst-case robust accuracy 80.0% at pixels=1" in text
+    assert "holds at or above half of clean (90.0%) at every budget tried" in text
+
+
+def test_the_headline_is_the_smallest_budget_below_half_of_clean():
+    robust = {"pixels=10": 0.0, "pixels=1": 0.8, "pixels=3": 0.401}
+    (part,) = headline(0.99, robust)
+    assert (part.budget, part.below_half) == ("pixels=3", True), "not the largest budget"
+    assert part.robust_accuracy == pytest.approx(0.401)
+    text = headline_text(0.99, robust)
+    assert text == "Robust accuracy falls below half of clean (99.0%) at pixels=3: 40.1%"
+    # Exactly half is not below half; the worst budget is named instead.
+    held = headline_text(0.8, {"pixels=1": 0.6, "pixels=3": 0.4})
+    assert held == (
+        "Robust accuracy holds at or above half of clean (80.0%) at every budget tried; "
+        "worst 40.0% at pixels=3"
+    )
+    both = headline(0.9, {"pixels=1": 0.7, "pixels=3": 0.2, "linf=0.1": 0.6, "linf=0.3": 0.5})
+    assert [(p.kind, p.budget, p.below_half) for p in both] == [
+        ("pixels", "pixels=3", True),
+        ("linf", "linf=0.3", False),
+    ]
+    assert "; it holds at or above half at every linf budget tried, worst 50.0% at linf=0.3" in (
+        headline_text(0.9, {"pixels=1": 0.7, "pixels=3": 0.2, "linf=0.1": 0.6, "linf=0.3": 0.5})
+    )
+
+
+def test_accuracy_intervals_are_clopper_pearson():
+    from scipy.stats import beta
+
+    low, high = accuracy_interval(0.0, 100)
+    assert low == 0.0 and high == pytest.approx(0.0362, abs=1e-4)
+    low, high = accuracy_interval(1.0, 100)
+    assert high == 1.0 and low == pytest.approx(1 - 0.0362, abs=1e-4)
+    low, high = accuracy_interval(0.4, 100)
+    assert low == pytest.approx(beta.ppf(0.025, 40, 61)) and low < 0.4
+    assert high == pytest.approx(beta.ppf(0.975, 41, 60)) and high > 0.4
+    wide, narrow = accuracy_interval(0.5, 20), accuracy_interval(0.5, 2000)
+    assert wide[1] - wide[0] > 4 * (narrow[1] - narrow[0]), "more images, a tighter interval"
+
+
+@pytest.mark.parametrize(
+    ("text", "budget", "minimum"),
+    [
+        ("pixels=1:0.5", "pixels=1", 0.5),
+        ("linf=8/255:0.3", "linf=0.0313725", 0.3),
+        ("eps=8/255:1/4", "linf=0.0313725", 0.25),
+        ("clean:0.9", "clean", 0.9),
+    ],
+)
+def test_gates_parse_budgets_as_the_reports_name_them(text, budget, minimum):
+    assert Gate.parse(text) == Gate(budget, pytest.approx(minimum))
+
+
+@pytest.mark.parametrize("text", ["pixels=1", "pixels:0.5", "pixels=1:1.5", "=1:0.5", "x=y:0.1"])
+def test_malformed_gates_are_refused(text):
+    with pytest.raises(ConfigError, match="--fail-under must be BUDGET:MIN"):
+        Gate.parse(text)
+
+
+def test_gates_pass_and_fail_on_the_evaluation():
+    suite = Suite("fake", [SuiteEntry("pixels=1", MarkerAttack(fools=(1,)))])
+    evaluation = evaluate(MarkerModel(), _marked_dataset(), suite)
+    gates = [Gate.parse("pixels=1:0.8"), Gate.parse("pixels=1:0.81"), Gate.parse("clean:0.95")]
+    results = evaluation.check(gates)
+    assert [r.passed for r in results] == [True, False, False]
+    assert results[0].text() == "PASS pixels=1: robust accuracy 80.0% >= 80.0%"
+    assert results[1].text() == "FAIL pixels=1: robust accuracy 80.0% < 81.0%"
+    assert results[2].text() == "FAIL clean: clean accuracy 90.0% < 95.0%"
+    assert results[0].to_dict() == {
+        "budget": "pixels=1", "minimum": 0.8, "accuracy": 0.8, "passed": True,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="runs no such budget; it runs pixels=1"):
+        check_gates([Gate.parse("pixels=3:0.5")], suite.budgets())
+
+
+def test_summary_holds_the_headline_numbers_and_leads_the_report():
+    suite = Suite("fake", [SuiteEntry("pixels=1", MarkerAttack(fools=(1, 2, 3, 4, 5, 6)))])
+    evaluation = evaluate(
+        MarkerModel(), _marked_dataset(), suite, model_info={"spec": "m.pt"}, data_info=None
+    )
+    summary = evaluation.summary()
+    assert summary["model"] == {"spec": "m.pt"} and summary["data"] is None
+    assert summary["robust_accuracy"] == {"pixels=1": pytest.approx(0.3)}
+    low, high = summary["robust_accuracy_ci"]["pixels=1"]
+    assert low < 0.3 < high and summary["confidence_level"] == 0.95
+    assert summary["headline"]["budgets"][0]["budget"] == "pixels=1"
+    assert summary["headline"]["text"].startswith("Robust accuracy falls below half")
+    assert evaluation.to_dict().items() >= summary.items()

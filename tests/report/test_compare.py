@@ -76,7 +76,56 @@ def test_different_images_are_noted(reports):
     fewer = copy.deepcopy(after)
     fewer["n_images"] = 10
     fewer["images"] = fewer["images"][:10]
-    assert "different numbers of images" in compare_reports(before, fewer, ("a", "b")).notes[0]
+    notes = compare_reports(before, fewer, ("a", "b")).notes
+    assert notes == ["the numbers of images differ: 20 vs 10"]
+    relabelled = copy.deepcopy(after)
+    relabelled["images"][0]["label"] = (relabelled["images"][0]["label"] + 1) % 10
+    notes = compare_reports(before, relabelled, ("a", "b")).notes
+    assert notes == ["the images differ: their labels do not match"]
+
+
+def _described(report: dict, **data: object) -> dict:
+    """``report`` as ``pixelguard evaluate`` would describe its data."""
+    described = copy.deepcopy(report)
+    base = {"spec": "digits", "split": "test", "limit": 20, "seed": 0, "drawn_from": 360}
+    described["data"] = {**base, **data}
+    return described
+
+
+def test_compare_warns_unless_like_with_like(reports):
+    before, after = reports
+    alike = compare_reports(_described(before), _described(after), ("a", "b"))
+    assert alike.notes == [], "another model or defense on the same images is the point"
+    other = _described(after, spec="mnist/", split="train", limit=None, seed=3)
+    other["suite"] = "pixel"
+    other["robust_accuracy"] = {"pixels=1": 0.5}
+    comparison = compare_reports(_described(before), other, ("a", "b"))
+    assert comparison.notes == [
+        "the data differ: digits vs mnist/",
+        "the splits differ: test vs train",
+        "the limits differ: 20 vs all",
+        f"the suites differ: {before['suite']} vs pixel",
+        f"the budgets differ: {', '.join(before['robust_accuracy'])} vs pixels=1",
+        "the seeds differ: 0 vs 3",
+    ]
+    text = comparison_text(comparison)
+    assert "warning: not like with like: the splits differ: test vs train" in text
+    markdown = comparison_markdown(comparison)
+    assert "> **Warning, not like with like**: the seeds differ: 0 vs 3." in markdown
+    html = comparison_html(comparison)
+    assert "Warning, not like with like: the data differ: digits vs mnist/." in html
+
+
+def test_an_attack_given_no_image_on_one_side_shows_a_dash(reports):
+    before, after = reports
+    after = copy.deepcopy(after)
+    stat = after["attacks"][-1]
+    stat.update(n_attacked=0, n_fooled=0, success_rate=0.0)
+    comparison = compare_reports(before, after, ("a", "b"))
+    label = f"success of {stat['attack']} at {stat['budget']}"
+    row = next(r for r in comparison.rows if r.label == label)
+    assert row.right is None and row.change is None and row.tone() == ""
+    assert row.cells()[2:] == ["-", "-"], "no 0.0% and no difference for an idle attack"
 
 
 def test_side_names_default_to_folder_names():

@@ -13,15 +13,17 @@ import pytest
 from PIL import Image
 
 from pixelguard.errors import ReportError
+from pixelguard.evaluate.runner import accuracy_interval, headline
 from pixelguard.report.arrays import EvaluationArrays, read_evaluation_npz
 from pixelguard.report.evaluation import (
     evaluation_markdown,
     read_evaluation_report,
     render_evaluation_report,
 )
-from pixelguard.report.evaluation_html import evaluation_html
+from pixelguard.report.evaluation_html import evaluation_html, interval_range, verdict
+from pixelguard.report.html import esc
 from pixelguard.report.images import BRIGHTER, DARKER, MIN_STRENGTH, difference_rgb, upscale
-from pixelguard.report.summary import percent, query_curves, worst_budget
+from pixelguard.report.summary import percent, query_curves
 
 ATTRIBUTE_URL = re.compile(r'\b(?:src|href)="([^"]*)"')
 
@@ -65,15 +67,41 @@ def test_page_is_self_contained(page):
 
 
 def test_page_shows_the_verdict_and_every_budget(page, report):
-    label, accuracy = worst_budget(report)
     verdict_section = page[page.index('id="verdict"') : page.index('id="robustness"')]
     assert percent(report["clean_accuracy"]) in verdict_section
-    assert percent(accuracy) in verdict_section and f"at {label}" in verdict_section
+    assert esc(verdict(report)) in verdict_section
+    for part in headline(report["clean_accuracy"], report["robust_accuracy"]):
+        shown = part.budget if part.below_half else percent(part.robust_accuracy)
+        assert f'<div class="value">{shown}</div>' in verdict_section
+    n = report["n_images"]
     for budget, value in report["robust_accuracy"].items():
-        assert f'<td>{budget}</td><td class="num">{percent(value)}</td>' in page
+        cells = f'<td>{budget}</td><td class="num">{percent(value)}</td>'
+        assert f'{cells}<td class="num">{interval_range(value, n)}</td>' in page
     for stat in report["attacks"]:
         assert f"<td>{stat['attack']}</td>" in page
     assert "Confusion matrices" in page and "Precision" in page
+
+
+def test_the_verdict_leads_with_the_smallest_budget_below_half_and_intervals(report):
+    shown = copy.deepcopy(report)
+    shown["clean_accuracy"] = 0.9
+    shown["robust_accuracy"] = {"pixels=1": 0.6, "pixels=3": 0.4, "linf=0.1": 0.0}
+    line = verdict(shown)
+    assert line.startswith("Robust accuracy falls below half of clean (90.0%) at pixels=3: 40.0%")
+    assert "and at linf=0.1: 0.0%" in line
+    low, high = accuracy_interval(0.4, report["n_images"])
+    assert interval_range(0.4, report["n_images"]) == f"{100 * low:.1f}-{100 * high:.1f}%"
+    markdown = evaluation_markdown(shown)
+    assert f"| pixels=3 | 40.0% | {interval_range(0.4, report['n_images'])} |" in markdown
+    assert f"95% CI (n={report['n_images']})" in markdown
+
+
+def test_a_report_of_schema_1_0_still_renders(report):
+    old = {key: value for key, value in report.items() if key not in ("model", "data")}
+    old["schema_version"] = "evaluation-1.0"
+    for key in ("confidence_level", "clean_accuracy_ci", "robust_accuracy_ci", "headline"):
+        del old[key]
+    assert "Robust accuracy" in evaluation_html(old) and "| clean |" in evaluation_markdown(old)
 
 
 def test_page_escapes_report_text_and_shows_the_defense(report, report_dir):

@@ -1,19 +1,33 @@
-"""``pixelguard evaluate``: the worst-case robust accuracy of a model under an attack suite."""
+"""``pixelguard evaluate``: the worst-case robust accuracy of a model under an attack suite.
+
+Exit codes: 0 done (every ``--fail-under`` gate passed), 1 a gate failed
+(:data:`GATE_FAILED`), 2 bad input, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from tqdm import tqdm
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.evaluate.runner import SHARD_SIZE, Evaluation, EvaluationProgress, evaluate
-from pixelguard.evaluate.suite import build_suite
+from pixelguard.evaluate.runner import SHARD_SIZE, EvaluationProgress, evaluate
+from pixelguard.evaluate.suite import Gate, build_suite, check_gates
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
-from pixelguard.report.evaluation import verdict, write_evaluation_report
+from pixelguard.report.evaluation import (
+    accuracy_rows,
+    evaluated_rows,
+    verdict,
+    write_evaluation_report,
+)
+
+GATE_FAILED = 1
+"""Exit code of a run whose robust (or clean) accuracy is below a ``--fail-under`` gate."""
 
 
 def evaluate_command(
@@ -44,13 +58,27 @@ def evaluate_command(
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Evaluate only the first N images (default: all).",
+            help="Evaluate at most N images, drawn at random with --seed (default: all).",
             rich_help_panel=opt.ATTACK_PANEL,
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of every attack.", rich_help_panel=opt.ATTACK_PANEL)
+        int,
+        typer.Option(
+            help="Seed of every attack and of the --limit sample.",
+            rich_help_panel=opt.ATTACK_PANEL,
+        ),
     ] = 0,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-under",
+            metavar="BUDGET:MIN",
+            help="Exit with code 1 if accuracy at BUDGET is below MIN, e.g. pixels=1:0.5, "
+            "linf=8/255:0.3 or clean:0.9 (repeatable; budgets as the report names them).",
+            rich_help_panel=opt.OUTPUT_PANEL,
+        ),
+    ] = None,
     shard_size: Annotated[
         int,
         typer.Option(
@@ -108,15 +136,22 @@ def evaluate_command(
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
     defense: opt.DefenseSpec = None,
+    json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
 ) -> None:
-    """Run an attack suite; an image is robust only if every attack failed."""
+    """Run an attack suite; an image is robust only if every attack failed.
+
+    Exits with code 1 when a --fail-under gate fails, 2 on bad input.
+    """
+    opt.check_output_folder(out)
+    gates = [Gate.parse(text) for text in fail_under or []]
     model_options = opt.ModelOptions(
         input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
     )
     data_options = opt.DataOptions(labels, data_layout, value_range, split)
     classifier, defense_info = opt.apply_defense(model_options.load(model), defense)
     dataset = data_options.load(data)
+    sample = dataset.sample(limit, seed)
     attack_suite = build_suite(
         suite,
         pixels=opt.parse_ints(pixels, "--pixels"),
@@ -125,6 +160,7 @@ def evaluate_command(
         gradients=classifier.capabilities.gradients,
         seed=seed,
     )
+    check_gates(gates, attack_suite.budgets())
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (
         opt.resume_hint(checkpoint, "shards"),
@@ -132,9 +168,8 @@ def evaluate_command(
     ):
         evaluation = evaluate(
             classifier,
-            dataset,
+            sample,
             attack_suite,
-            limit=limit,
             shard_size=shard_size,
             progress=_evaluation_progress(bar),
             checkpoint_dir=checkpoint,
@@ -142,10 +177,27 @@ def evaluate_command(
             backend=backend,
             ray_address=ray_address,
             defense=defense_info,
+            model_info=opt.model_info(model, classifier, model_options, defense_info),
+            data_info={
+                "limit": limit,
+                "seed": seed,
+                **opt.data_info(data, sample, data_options),
+                "drawn_from": len(dataset),
+            },
         )
     paths = write_evaluation_report(out, evaluation)
-    _echo_evaluation(evaluation, dataset.source)
-    typer.echo(files_line(paths))
+    results = evaluation.check(gates)
+    summary = evaluation.summary()
+    if json_output:
+        gate_data = [result.to_dict() for result in results]
+        files = [str(path) for path in paths]
+        typer.echo(json.dumps({**summary, "gates": gate_data, "files": files}, indent=2))
+    else:
+        _echo_evaluation(summary, paths)
+    for result in results:  # on stderr, so that --json keeps stdout to the JSON
+        typer.echo(result.text(), err=True)
+    if not all(result.passed for result in results):
+        raise typer.Exit(GATE_FAILED)
 
 
 def _evaluation_progress(bar: tqdm | None) -> EvaluationProgress | None:
@@ -164,15 +216,20 @@ def _evaluation_progress(bar: tqdm | None) -> EvaluationProgress | None:
     return update
 
 
-def _echo_evaluation(evaluation: Evaluation, source: str) -> None:
-    """Print the verdict, the robust accuracy per budget and the flags."""
-    typer.echo(f"{evaluation.suite} suite on {source}")
-    rows = [("clean", percent(evaluation.clean_accuracy))]
-    rows += [(label, percent(acc)) for label, acc in evaluation.robust_accuracy().items()]
+def _echo_evaluation(summary: dict[str, Any], paths: Sequence[Path]) -> None:
+    """Print what was evaluated, the accuracy per budget with its interval, the flags,
+    the verdict and the files written."""
+    evaluated = dict(evaluated_rows(summary))
+    typer.echo(
+        f"{summary['suite']} suite on "
+        + "; ".join(f"{what} {text}" for what, text in evaluated.items() if what != "suite")
+    )
+    rows = accuracy_rows(summary)
     width = max(len(name) for name, _ in rows)
-    typer.echo(f"  {'budget':<{width}}  robust accuracy")
+    typer.echo(f"  {'budget':<{width}}  accuracy")
     for name, value in rows:
         typer.echo(f"  {name:<{width}}  {value}")
-    for flag in evaluation.flags:
-        typer.echo(f"flag {flag.code}: {flag.message}")
-    typer.echo(verdict(evaluation))
+    for flag in summary["flags"]:
+        typer.echo(f"flag {flag['code']}: {flag['message']}")
+    typer.echo(verdict(summary))
+    typer.echo(files_line(paths))

@@ -10,8 +10,7 @@ import typer
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line
 from pixelguard.report.compare import compare_folders, comparison_text, write_comparison
-from pixelguard.report.evaluation import render_evaluation_report
-from pixelguard.report.summary import verdict
+from pixelguard.report.evaluation import render_evaluation_report, verdict
 
 
 def _report_dir(metavar: str) -> Any:
@@ -52,6 +51,8 @@ def compare_command(
     ] = None,
 ) -> None:
     """Compare two evaluations side by side, e.g. before and after a defense."""
+    if out is not None:
+        opt.check_output_folder(out)
     comparison = compare_folders(first, second, names)
     typer.echo(comparison_text(comparison), nl=False)
     if out is not None:

@@ -40,6 +40,8 @@ STATE_FILE = "state.json"
 CLEAN_FILE = "clean.npz"
 CONFIDENCE_TOLERANCE = 1e-4
 """Clean confidences may differ this much on resume (thread-count rounding), no more."""
+BRIEF_LENGTH = 40
+"""Longest value a refused resume quotes in full; longer ones are summarised."""
 
 
 def _chunk_file(index: int) -> str:
@@ -163,15 +165,16 @@ class Checkpoint:
         return state
 
     def _check_identity(self, saved: dict[str, Any], wanted: dict[str, Any]) -> None:
-        differing = [key for key in wanted if saved.get(key) != wanted[key]]
-        if not differing:
+        """Raise :class:`ConfigError` naming the first setting where the runs differ."""
+        key = next((key for key in wanted if saved.get(key) != wanted[key]), None)
+        if key is None:
             return
-        details = [
-            f"{key} ({', '.join(_differences(saved.get(key), wanted[key]))})" for key in differing
-        ]
+        path, old, new = _first_difference(saved.get(key), wanted[key])
+        where = f"{path}: " if path else ""
         raise ConfigError(
-            f"the checkpoint in {self.folder} belongs to a different run: "
-            f"{'; '.join(details)}; start afresh without resuming, or use another folder"
+            f"--resume: the checkpoint in {self.folder} belongs to a different run: "
+            f"{key} ({where}{_brief(old)} -> {_brief(new)}); rerun without --resume in a "
+            "new --out, or with the same options"
         )
 
     @staticmethod
@@ -185,23 +188,26 @@ class Checkpoint:
             ) from exc
 
 
-def _differences(old: Any, new: Any, path: str = "") -> list[str]:
-    """``path: old -> new`` for each innermost value where two JSON values differ."""
+def _first_difference(old: Any, new: Any, path: str = "") -> tuple[str, Any, Any]:
+    """``(path, old value, new value)`` at the first innermost place two unequal JSON
+    values differ, keys in ``new``'s order: ``({"a": 1}, {"a": 2})`` -> ``("a", 1, 2)``."""
     if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        return [
-            change
-            for k in keys
-            for change in _differences(old.get(k), new.get(k), f"{path}.{k}" if path else k)
-        ]
+        key = next(k for k in [*new, *old] if k not in old or k not in new or old[k] != new[k])
+        return _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [
-            change
-            for i, (a, b) in enumerate(zip(old, new))
-            if a != b
-            for change in _differences(a, b, f"{path}[{i}]")
-        ]
-    return [f"{path}: {old!r} -> {new!r}" if path else f"{old!r} -> {new!r}"]
+        i = next(i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b)
+        return _first_difference(old[i], new[i], f"{path}[{i}]")
+    return path, old, new
+
+
+def _brief(value: Any) -> str:
+    """``repr(value)``, or a summary of it beyond :data:`BRIEF_LENGTH` characters."""
+    text = repr(value)
+    if len(text) <= BRIEF_LENGTH:
+        return text
+    if isinstance(value, list | dict):
+        return f"{len(value)} {'items' if isinstance(value, list) else 'settings'}"
+    return text[: BRIEF_LENGTH - 3] + "..."
 
 
 def open_checkpoint(
@@ -246,7 +252,9 @@ def run_identity(model: Classifier, dataset: Dataset, settings: dict[str, Any]) 
         model: the classifier (its shape and outputs here; its clean predictions are
             checked apart, by :meth:`Checkpoint.restore`).
         dataset: the images and labels, identified by a SHA-256 of their bytes.
-        settings: what else defines the run (attack or suite, limit, chunk size...).
+        settings: what else defines the run (attack or suite, limit, chunk size...);
+            a ``data`` entry (how the data was given: limit, seed, spec...) joins
+            the data's digest.
 
     Returns:
         ``settings`` plus ``data`` and ``model`` entries, as the checkpoint's JSON holds
@@ -255,9 +263,10 @@ def run_identity(model: Classifier, dataset: Dataset, settings: dict[str, Any]) 
     digest = hashlib.sha256()
     digest.update(dataset.x.detach().cpu().contiguous().numpy().tobytes())
     digest.update(dataset.y.detach().cpu().contiguous().numpy().tobytes())
+    given = settings.get("data") or {}
     identity = {
         **settings,
-        "data": {"sha256": digest.hexdigest(), "n_images": len(dataset)},
+        "data": {**given, "sha256": digest.hexdigest(), "n_images": len(dataset)},
         "model": {
             "input_shape": list(model.input_shape),
             "num_classes": model.num_classes,

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from pixelguard.data.base import Dataset
+from pixelguard.defenses.certify import clopper_pearson_lower
 from pixelguard.errors import ConfigError
 from pixelguard.evaluate.attack_run import _check_arguments, _check_resume, _predict
 from pixelguard.evaluate.backends import ShardTask, check_backend, run_shards
@@ -38,21 +39,115 @@ from pixelguard.evaluate.shard import (
     run_order,
     shard_bounds,
 )
-from pixelguard.evaluate.suite import Suite, SuiteEntry, parse_budget_label
+from pixelguard.evaluate.suite import (
+    CLEAN,
+    Gate,
+    GateResult,
+    Suite,
+    SuiteEntry,
+    check_gates,
+    group_budgets,
+    parse_budget_label,
+)
 from pixelguard.metrics.classification import per_class_report
 from pixelguard.models.base import Classifier, OutputKind
 
 logger = logging.getLogger(__name__)
 
-EVALUATION_SCHEMA = "evaluation-1.0"
-"""Version of :meth:`Evaluation.to_dict`'s layout."""
+EVALUATION_SCHEMA = "evaluation-1.1"
+"""Version of :meth:`Evaluation.to_dict`'s layout (1.1 adds the model and data, the
+confidence intervals and the headline to 1.0; readers of 1.1 read 1.0 too)."""
 
 SHARD_SIZE = 100
 """Images per shard: per :meth:`Attack.run` call, per checkpoint file, per Ray task."""
 
+CONFIDENCE_LEVEL = 0.95
+"""Coverage of the accuracy intervals (two-sided Clopper-Pearson)."""
+
 EvaluationProgress = Callable[[int, int, dict[str, float]], None]
-"""Called as ``progress(images_done, images_total, robust_accuracy)`` after each shard;
-``robust_accuracy`` is per budget label over the images done so far (empty before any)."""
+"""Called as ``progress(images_done, images_total, robust_accuracy)`` as the run goes:
+after each shard, and while a shard of the local backend runs (``images_done`` then
+counts that shard's share of attacks done, short of its last image).
+``robust_accuracy`` is per budget label over the finished shards (empty before any)."""
+
+
+def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """The :data:`CONFIDENCE_LEVEL` Clopper-Pearson interval of an accuracy over ``n`` images.
+
+    Exact (conservative) for the binomial: ``accuracy * n`` images correct of ``n``.
+
+    Example:
+        >>> [round(v, 4) for v in accuracy_interval(0.0, 100)]
+        [0.0, 0.0362]
+    """
+    if n < 1:
+        return 0.0, 1.0
+    correct = round(accuracy * n)
+    tail = (1.0 - CONFIDENCE_LEVEL) / 2
+    counts = torch.tensor([correct, n - correct])
+    lower, upper_of_wrong = clopper_pearson_lower(counts, n, tail).tolist()
+    return lower, 1.0 - upper_of_wrong
+
+
+@dataclass(frozen=True)
+class BudgetHeadline:
+    """Where one kind of budget breaks the model.
+
+    Attributes:
+        kind: the budget kind (``"pixels"``, ``"linf"``).
+        budget: the smallest budget of this kind at which robust accuracy falls below
+            half of the clean accuracy; where it never does, the worst budget.
+        robust_accuracy: the robust accuracy at ``budget``.
+        below_half: whether it falls below half of clean at ``budget``.
+    """
+
+    kind: str
+    budget: str
+    robust_accuracy: float
+    below_half: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "budget": self.budget,
+            "robust_accuracy": round(self.robust_accuracy, 6),
+            "below_half": self.below_half,
+        }
+
+
+def headline(clean_accuracy: float, robust_accuracy: Mapping[str, float]) -> list[BudgetHeadline]:
+    """Per kind of budget, the smallest budget where robust accuracy falls below half of clean.
+
+    Raises:
+        ConfigError: a budget label is not ``kind=number``.
+    """
+    result = []
+    for kind, labels in group_budgets(robust_accuracy).items():
+        below = [label for label in labels if robust_accuracy[label] < clean_accuracy / 2]
+        budget = below[0] if below else min(labels, key=lambda label: robust_accuracy[label])
+        result.append(BudgetHeadline(kind, budget, robust_accuracy[budget], bool(below)))
+    return result
+
+
+def headline_text(clean_accuracy: float, robust_accuracy: Mapping[str, float]) -> str:
+    """:func:`headline` in words, e.g. ``"Robust accuracy falls below half of clean
+    (99.0%) at pixels=3: 40.1%"``; where it never does, the worst budget tried."""
+    parts = headline(clean_accuracy, robust_accuracy)
+    if not parts:
+        return f"Clean accuracy {clean_accuracy:.1%}; no budget was tried"
+    half = f"half of clean ({clean_accuracy:.1%})"
+    below = [part for part in parts if part.below_half]
+    held = [part for part in parts if not part.below_half]
+    worst = " and ".join(f"{part.robust_accuracy:.1%} at {part.budget}" for part in held)
+    if not below:
+        return f"Robust accuracy holds at or above {half} at every budget tried; worst {worst}"
+    text = f"Robust accuracy falls below {half} at " + " and at ".join(
+        f"{part.budget}: {part.robust_accuracy:.1%}" for part in below
+    )
+    if held:
+        kinds = " and ".join(part.kind for part in held)
+        text += f"; it holds at or above half at every {kinds} budget tried, worst {worst}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -189,6 +284,8 @@ class Evaluation:
     wall_time: float
     per_class: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     defense: dict[str, Any] | None = None
+    model_info: dict[str, Any] | None = None
+    data_info: dict[str, Any] | None = None
 
     @property
     def n_images(self) -> int:
@@ -203,12 +300,50 @@ class Evaluation:
         """Robust accuracy per budget label, in suite order."""
         return {b.label: b.robust_accuracy for b in self.budgets}
 
+    def check(self, gates: Iterable[Gate]) -> list[GateResult]:
+        """Each gate with the accuracy it met (see :func:`~pixelguard.evaluate.suite.check_gates`).
+
+        Raises:
+            ConfigError: a gate at a budget this evaluation did not run.
+        """
+        accuracy = {CLEAN: self.clean_accuracy, **self.robust_accuracy()}
+        chosen = list(gates)
+        check_gates(chosen, list(self.robust_accuracy()))
+        return [GateResult(gate, accuracy[gate.budget]) for gate in chosen]
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers as plain data: what was evaluated, clean and robust
+        accuracy with their :data:`CONFIDENCE_LEVEL` intervals, the headline, the flags."""
+        clean, robust = self.clean_accuracy, self.robust_accuracy()
+
+        def interval(accuracy: float) -> list[float]:
+            return [round(bound, 6) for bound in accuracy_interval(accuracy, self.n_images)]
+
+        return {
+            "suite": self.suite,
+            "model": self.model_info,
+            "data": self.data_info,
+            **({"defense": self.defense} if self.defense is not None else {}),
+            "n_images": self.n_images,
+            "confidence_level": CONFIDENCE_LEVEL,
+            "clean_accuracy": round(clean, 6),
+            "clean_accuracy_ci": interval(clean),
+            "robust_accuracy": {k: round(v, 6) for k, v in robust.items()},
+            "robust_accuracy_ci": {k: interval(v) for k, v in robust.items()},
+            "headline": {
+                "text": headline_text(clean, robust),
+                "budgets": [part.to_dict() for part in headline(clean, robust)],
+            },
+            "flags": [f.to_dict() for f in self.flags],
+            "wall_time": round(self.wall_time, 4),
+        }
+
     def to_dict(self) -> dict[str, Any]:
-        """The evaluation as plain, JSON-serialisable data (schema ``evaluation-1.0``)."""
+        """The evaluation as plain, JSON-serialisable data (schema ``evaluation-1.1``):
+        :meth:`summary`, then the per-image, per-attack and per-class details."""
         return {
             "schema_version": EVALUATION_SCHEMA,
-            "suite": self.suite,
-            "n_images": self.n_images,
+            **self.summary(),
             "images": [
                 {
                     "index": i,
@@ -221,13 +356,8 @@ class Evaluation:
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             "output": self.output,
-            "clean_accuracy": round(self.clean_accuracy, 6),
-            "robust_accuracy": {k: round(v, 6) for k, v in self.robust_accuracy().items()},
             "attacks": [a.to_dict() for a in self.attacks],
-            "flags": [f.to_dict() for f in self.flags],
             "per_class": self.per_class,
-            "wall_time": round(self.wall_time, 4),
-            **({"defense": self.defense} if self.defense is not None else {}),
             "budgets": [
                 {
                     "budget": b.label,
@@ -252,6 +382,8 @@ def evaluate(
     backend: str = "local",
     ray_address: str | None = None,
     defense: dict[str, Any] | None = None,
+    model_info: dict[str, Any] | None = None,
+    data_info: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Run ``suite`` on the first ``limit`` images of ``dataset``; report the worst case.
 
@@ -260,21 +392,27 @@ def evaluate(
         dataset: the images and labels.
         suite: the attacks per budget, in the order they run; an attack with a seed
             of None gets one seed drawn once per run (kept in the checkpoint).
-        limit: evaluate only the first ``limit`` images (None: all).
+        limit: evaluate only the first ``limit`` images (None: all); for a random
+            sample, pass ``dataset.sample(limit, seed)`` instead, as ``pixelguard
+            evaluate --limit`` does.
         shard_size: images per shard; results depend on it, so it is part of the
             checkpoint's identity.
         progress: called as ``progress(images_done, images_total, robust_accuracy)``
-            once at the start and after each finished shard.
+            once at the start, after each finished shard, and as a local shard's
+            attacks progress (see :data:`EvaluationProgress`).
         checkpoint_dir: save every finished shard here (None: no checkpoint).
         resume: keep the finished shards of the same run in ``checkpoint_dir`` and
             evaluate only the others; without ``resume`` a checkpoint starts afresh.
         backend: ``"local"`` (shards one after another in this process) or ``"ray"``
-            (shards as Ray tasks; needs ``pip install 'pixelguard[ray]'``).
+            (shards as Ray tasks; needs the ``ray`` package).
         ray_address: the Ray cluster to attach to (None: the running one, else a
             new local one).
         defense: the description of the defense ``model`` sits behind (see
             :func:`pixelguard.defenses.spec.parse_defense`), kept in the report and
             in the checkpoint's identity.
+        model_info: how the model was given (its spec, options), kept in the report.
+        data_info: how the data was given (spec, split, the limit and seed of a
+            random sample...), kept in the report and in the checkpoint's identity.
 
     Returns:
         The :class:`Evaluation`, identical for a given seed whatever the backend and
@@ -284,8 +422,8 @@ def evaluate(
         ShapeError: the images do not fit the model.
         RangeError: labels the model cannot output.
         ConfigError: a bad limit, shard size, budget label or backend, an empty
-            suite, ``resume`` without a ``checkpoint_dir``, or a checkpoint of a
-            different run.
+            suite, ``resume`` without a ``checkpoint_dir``, a checkpoint of a
+            different run, or no Ray cluster at ``ray_address``.
         CapabilityError: the model lacks what an attack of the suite needs.
         DataError: a damaged checkpoint.
         MissingDependencyError: the Ray backend without Ray installed.
@@ -310,6 +448,7 @@ def evaluate(
         "limit": limit,
         "shard_size": shard_size,
         "defense": defense,
+        "data": data_info,
     }
     identity = run_identity(model, dataset, settings)
     store = Checkpoint(checkpoint_dir, kind="evaluation") if checkpoint_dir is not None else None
@@ -319,7 +458,7 @@ def evaluate(
     shards = _FinishedShards(
         {number: ShardOutcome.from_arrays(arrays) for number, arrays in stored.items()},
         len(y),
-        len(bounds),
+        [b - a for a, b in bounds],
         seeded.budgets(),
         store,
         progress,
@@ -336,7 +475,15 @@ def evaluate(
         if number not in shards.outcomes
     ]
     shards.report()
-    run_shards(tasks, model, seeded, shards.add, backend=backend, ray_address=ray_address)
+    run_shards(
+        tasks,
+        model,
+        seeded,
+        shards.add,
+        backend=backend,
+        ray_address=ray_address,
+        progress=shards.running if progress is not None else None,
+    )
 
     budgets, stats = _merge([shards.outcomes[number] for number in range(len(bounds))], seeded)
     for outcome in budgets:
@@ -361,45 +508,74 @@ def evaluate(
         wall_time=time.perf_counter() - start,
         per_class=per_class,
         defense=defense,
+        model_info=model_info,
+        data_info=data_info,
     )
 
 
 @dataclass
 class _FinishedShards:
-    """The shards finished so far: checkpoints each new one and reports progress."""
+    """The shards finished so far: checkpoints each new one and reports progress.
+
+    Attributes:
+        outcomes: the finished shards by number.
+        n_images: the images of the whole run.
+        sizes: the images of each shard, by number.
+        labels: the budget labels, in suite order.
+        store: the checkpoint (None: none).
+        progress: the run's progress callback (None: none).
+    """
 
     outcomes: dict[int, ShardOutcome]
     n_images: int
-    n_shards: int
+    sizes: list[int]
     labels: list[str]
     store: Checkpoint | None
     progress: EvaluationProgress | None
+    _done: int = 0
+    _shown: int = -1
+    _robust: dict[str, float] = field(default_factory=dict)
 
     def add(self, number: int, outcome: ShardOutcome) -> None:
         """Keep (and checkpoint) shard ``number``, then report progress."""
         if self.store is not None:
             self.store.save_chunk(number, outcome.to_arrays())
         self.outcomes[number] = outcome
-        logger.info("shard %d finished (%d/%d)", number, len(self.outcomes), self.n_shards)
+        logger.info("shard %d finished (%d/%d)", number, len(self.outcomes), len(self.sizes))
         self.report()
 
     def report(self) -> None:
         """Images done and robust accuracy per budget over them, to the progress callback."""
-        if self.progress is None:
-            return
-        done = sum(o.n_images for o in self.outcomes.values())
-        if not done:
-            self.progress(0, self.n_images, {})
-            return
-        robust = torch.stack([o.robust.sum(dim=1) for o in self.outcomes.values()]).sum(dim=0)
-        accuracy = {label: int(r) / done for label, r in zip(self.labels, robust, strict=True)}
-        self.progress(done, self.n_images, accuracy)
+        self._done = sum(o.n_images for o in self.outcomes.values())
+        if self._done:
+            robust = torch.stack([o.robust.sum(dim=1) for o in self.outcomes.values()]).sum(0)
+            self._robust = {
+                label: int(r) / self._done for label, r in zip(self.labels, robust, strict=True)
+            }
+        self._show(self._done)
+
+    def running(self, number: int, share: float) -> None:
+        """Report the images done while shard ``number`` runs, ``share`` of its attacks done.
+
+        The running shard counts short of its last image, which only :meth:`add` reports.
+        """
+        size = self.sizes[number]
+        images = self._done + min(int(share * size), size - 1)
+        if images > self._shown:
+            self._show(images)
+
+    def _show(self, images: int) -> None:
+        self._shown = images
+        if self.progress is not None:
+            self.progress(images, self.n_images, self._robust)
 
 
 def _suite_config(suite: Suite) -> dict[str, Any]:
-    """The suite as plain data, for the checkpoint's identity."""
+    """The suite as plain data, for the checkpoint's identity: its name and budgets
+    first, so a resume refused for a changed suite names the change briefly."""
     return {
         "name": suite.name,
+        "budgets": suite.budgets(),
         "entries": [
             {
                 "budget_label": entry.budget_label,
@@ -491,12 +667,7 @@ def detect_flags(
                     "image(s) the white-box attack could not: its gradients may be masked",
                 )
             )
-    families: dict[str, list[tuple[float, str]]] = {}
-    for label in robust_accuracy:
-        kind, value = parse_budget_label(label)
-        families.setdefault(kind, []).append((value, label))
-    for members in families.values():
-        ordered = [label for _, label in sorted(members)]
+    for ordered in group_budgets(robust_accuracy).values():
         for smaller, larger in zip(ordered, ordered[1:]):
             if robust_accuracy[larger] > robust_accuracy[smaller]:
                 flags.append(

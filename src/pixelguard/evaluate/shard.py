@@ -8,12 +8,13 @@ merges them into an :class:`~pixelguard.evaluate.runner.Evaluation`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pixelguard.attacks.base import Attack
+from pixelguard.attacks.base import Attack, ProgressCallback
 from pixelguard.errors import DataError
 from pixelguard.evaluate.suite import Suite
 from pixelguard.models.base import Classifier
@@ -33,6 +34,10 @@ PER_IMAGE_FIELDS = (
     "x_adv",
 )
 """The :class:`ShardOutcome` fields with one entry per budget and image."""
+
+ShardProgress = Callable[[float], None]
+"""Called as ``progress(share)`` while a shard runs: the share of its attacks done, in
+[0, 1], counting the running attack's finished images (see :data:`ProgressCallback`)."""
 
 
 def run_order(suite: Suite) -> list[tuple[str, Attack]]:
@@ -114,6 +119,7 @@ def evaluate_shard(
     y: torch.Tensor,
     clean_pred: torch.Tensor,
     clean_confidence: torch.Tensor,
+    progress: ShardProgress | None = None,
 ) -> ShardOutcome:
     """Run every budget of ``suite`` on one shard; an image is robust only if every attack failed.
 
@@ -124,21 +130,48 @@ def evaluate_shard(
         y: their labels.
         clean_pred: the model's clean predictions.
         clean_confidence: their probabilities.
+        progress: told the share of the shard done as its attacks progress; it
+            only watches, so the outcome is the same with or without it.
 
     Shape:
         x: (n, C, H, W) float32 in [0, 1]; y, clean_pred, clean_confidence: (n,).
     """
+    share = _AttackShare(progress, len(run_order(suite)))
     budgets: list[dict[str, torch.Tensor]] = []
     attacks: list[dict[str, torch.Tensor]] = []
     for label in suite.budgets():
         budget, stats = _run_budget(
-            model, x, y, clean_pred, clean_confidence, suite.attacks_at(label), len(attacks)
+            model, x, y, clean_pred, clean_confidence, suite.attacks_at(label), len(attacks), share
         )
         budgets.append(budget)
         attacks += stats
     per_image = {name: torch.stack([b[name] for b in budgets]) for name in budgets[0]}
     per_attack = {name: torch.cat([a[name] for a in attacks]) for name in attacks[0]}
     return ShardOutcome(**per_image, **per_attack)
+
+
+@dataclass(frozen=True)
+class _AttackShare:
+    """Turns the progress of attack ``number`` (of ``n_attacks``) into the shard's share done."""
+
+    progress: ShardProgress | None
+    n_attacks: int
+
+    def of(self, number: int) -> ProgressCallback | None:
+        """The progress callback for attack ``number`` (None without a shard callback)."""
+        if self.progress is None:
+            return None
+        report = self.progress
+
+        def update(done: int, total: int) -> None:
+            report((number + done / max(total, 1)) / self.n_attacks)
+
+        return update
+
+    def finished(self, number: int) -> None:
+        """Attack ``number`` is done (or had no image to attack)."""
+        if self.progress is not None:
+            self.progress((number + 1) / self.n_attacks)
 
 
 def _run_budget(
@@ -149,6 +182,7 @@ def _run_budget(
     clean_confidence: torch.Tensor,
     attacks: list[Attack],
     first_number: int,
+    share: _AttackShare,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
     """One budget's attacks in order, each on the images still robust.
 
@@ -174,8 +208,10 @@ def _run_budget(
         todo = robust.nonzero().flatten()
         if not len(todo):  # an empty run would only cost an empty forward pass
             stats.append(_attack_stats(0, torch.zeros(0, dtype=torch.int64), 0.0, 0))
+            share.finished(number)
             continue
-        result = attack.run(model, x[todo], y[todo])
+        result = attack.run(model, x[todo], y[todo], progress=share.of(number))
+        share.finished(number)
         succeeded = result.success.cpu()
         fooled = todo[succeeded]
         robust[fooled] = False

@@ -2,22 +2,28 @@
 
 A budget is a label such as ``"pixels=3"`` (at most 3 pixels changed) or
 ``"linf=0.1"`` (every value moved by at most 0.1). Within a budget the attacks run
-one after another, each on the images the earlier ones left unbroken.
+one after another, each on the images the earlier ones left unbroken. A
+:class:`Gate` is a floor on the accuracy at one budget (or without attack), for CI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pixelguard.attacks.base import Attack, create_attack
 from pixelguard.errors import ConfigError
+from pixelguard.models.base import parse_number
 
 SuiteKind = Literal["pixel", "dense", "full"]
 SUITE_KINDS: tuple[str, ...] = ("pixel", "dense", "full")
 PIXELS_BUDGET = "pixels"
 LINF_BUDGET = "linf"
+CLEAN = "clean"
+"""The :class:`Gate` budget of the accuracy without attack."""
+BUDGET_ALIASES = {"eps": LINF_BUDGET}
+"""Other names of a budget kind that a :class:`Gate` accepts (``--eps`` sets linf budgets)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,105 @@ def parse_budget_label(label: str) -> tuple[str, float]:
     if not sep or not kind or number is None:
         raise ConfigError(f"a budget label must be kind=number, e.g. pixels=3, got {label!r}")
     return kind, number
+
+
+def group_budgets(labels: Iterable[str]) -> dict[str, list[str]]:
+    """The budget labels grouped by kind, each kind's in increasing budget order.
+
+    ``["pixels=3", "linf=0.1", "pixels=1"]`` -> ``{"pixels": ["pixels=1", "pixels=3"],
+    "linf": ["linf=0.1"]}``, kinds in the order they first appear.
+
+    Raises:
+        ConfigError: a label is not ``kind=number``.
+    """
+    families: dict[str, list[tuple[float, str]]] = {}
+    for label in labels:
+        kind, value = parse_budget_label(label)
+        families.setdefault(kind, []).append((value, label))
+    return {kind: [label for _, label in sorted(members)] for kind, members in families.items()}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A floor on the accuracy at one budget: robust accuracy there must reach ``minimum``.
+
+    Attributes:
+        budget: a budget label as the reports name it (``"pixels=1"``, ``"linf=0.1"``),
+            or :data:`CLEAN` for the accuracy without attack.
+        minimum: the least accuracy that passes, in [0, 1].
+    """
+
+    budget: str
+    minimum: float
+
+    @classmethod
+    def parse(cls, text: str) -> Gate:
+        """``"pixels=1:0.5"``, ``"linf=8/255:0.3"`` (or ``eps=``) or ``"clean:0.9"`` as a gate.
+
+        Raises:
+            ConfigError: not ``BUDGET:MIN`` with MIN a number in [0, 1].
+        """
+        budget, sep, minimum = text.strip().rpartition(":")
+        kind, _, value = budget.partition("=")
+        try:
+            floor = parse_number(minimum)
+            label = (
+                CLEAN
+                if budget == CLEAN
+                else budget_label(BUDGET_ALIASES.get(kind, kind), parse_number(value))
+            )
+        except ValueError:
+            floor, label = -1.0, ""
+        if not sep or not kind or not label or not 0.0 <= floor <= 1.0:
+            raise ConfigError(
+                "--fail-under must be BUDGET:MIN with MIN in [0, 1], e.g. pixels=1:0.5, "
+                f"linf=8/255:0.3 or clean:0.9, got {text!r}"
+            )
+        return cls(label, floor)
+
+
+def check_gates(gates: Iterable[Gate], budgets: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for a gate at a budget that is not among ``budgets``."""
+    for gate in gates:
+        if gate.budget != CLEAN and gate.budget not in budgets:
+            raise ConfigError(
+                f"--fail-under {gate.budget}: the suite runs no such budget; it runs "
+                f"{', '.join(budgets)} (and {CLEAN})"
+            )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """A :class:`Gate` and the accuracy it met.
+
+    Attributes:
+        gate: the gate.
+        accuracy: the accuracy at the gate's budget.
+    """
+
+    gate: Gate
+    accuracy: float
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy >= self.gate.minimum
+
+    def text(self) -> str:
+        """``"FAIL pixels=1: robust accuracy 42.0% < 50.0%"`` (``PASS ... >=`` when it passed)."""
+        what = "clean" if self.gate.budget == CLEAN else "robust"
+        verdict, sign = ("PASS", ">=") if self.passed else ("FAIL", "<")
+        return (
+            f"{verdict} {self.gate.budget}: {what} accuracy {self.accuracy:.1%} {sign} "
+            f"{self.gate.minimum:.1%}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget": self.gate.budget,
+            "minimum": self.gate.minimum,
+            "accuracy": round(self.accuracy, 6),
+            "passed": self.passed,
+        }
 
 
 def build_suite(

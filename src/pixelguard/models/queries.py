@@ -26,9 +26,6 @@ class QueryCounter(ClassifierWrapper):
         self.budget = budget
         self.per_image = torch.zeros(n_images, dtype=torch.int64)
 
-
-
-
     @property
     def total(self) -> int:
         """All queries spent so far."""

@@ -2,7 +2,9 @@
 
 :func:`compare_folders` reads two report folders; the comparison prints as an aligned
 table (:func:`comparison_text`), and writes as compare.md and a self-contained
-compare.html (:func:`write_comparison`).
+compare.html (:func:`write_comparison`). Different models and defenses are the point of
+comparing; different data, splits, image counts, suites, budgets or seeds are not, and
+every view warns of them.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pixelguard.errors import ConfigError
 from pixelguard.evaluate.files import write_text
 from pixelguard.report.evaluation import read_evaluation_report
+from pixelguard.report.evaluation_html import headline_tiles, verdict
 from pixelguard.report.html import (
     Html,
     defense_box,
@@ -28,20 +31,15 @@ from pixelguard.report.html import (
     tag,
     tile,
 )
-from pixelguard.report.summary import (
-    Report,
-    defense_text,
-    fewest_pixels,
-    percent,
-    verdict,
-    worst_budget,
-)
+from pixelguard.report.summary import Report, defense_text, fewest_pixels, percent
 from pixelguard.report.svg import PALETTE, grouped_bar_chart, percent_axis
 
 K = TypeVar("K", bound=Hashable)
 
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
+NOT_LIKE_WITH_LIKE = "not like with like"
+"""How every view introduces a difference in what the two sides evaluated."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,8 @@ class Row:
     Attributes:
         group: the table it belongs to: ``"accuracy"``, ``"attack success"`` or ``"other"``.
         label: what it is, e.g. ``"robust at pixels=3"``.
-        left, right: its value in each evaluation (None: that one lacks it).
+        left, right: its value in each evaluation (None: that one lacks it, or an
+            attack was given no image there).
         share: a share in [0, 1] (shown as a percentage, differences in points),
             else a plain number.
         higher_is_better: for the evaluated model; decides which change is good.
@@ -107,7 +106,8 @@ class Comparison:
         names: the labels of the two sides.
         reports: their report.json data.
         rows: the compared numbers, in table order.
-        notes: reasons to compare with care (different images, suites).
+        notes: how the two differ in what they evaluated (data, split, images,
+            suite, budgets, seed): reasons the numbers are not like with like.
     """
 
     names: tuple[str, str]
@@ -138,7 +138,10 @@ def compare_reports(left: Report, right: Report, names: tuple[str, str]) -> Comp
             )
         )
     success = [
-        {(s["budget"], s["attack"]): s["success_rate"] for s in report["attacks"]}
+        {
+            (s["budget"], s["attack"]): s["success_rate"] if s["n_attacked"] else None
+            for s in report["attacks"]
+        }
         for report in (left, right)
     ]
     for budget, attack in _union(*success):
@@ -171,17 +174,30 @@ def compare_reports(left: Report, right: Report, names: tuple[str, str]) -> Comp
 
 
 def _notes(left: Report, right: Report) -> list[str]:
-    notes = []
-    if left["n_images"] != right["n_images"]:
-        notes.append(
-            f"the evaluations cover different numbers of images "
-            f"({left['n_images']:,} and {right['n_images']:,})"
-        )
-    elif [i["label"] for i in left["images"]] != [i["label"] for i in right["images"]]:
-        notes.append("the evaluations cover different images (their labels differ)")
-    if left.get("suite") != right.get("suite"):
-        notes.append(f"the suites differ ({left.get('suite')} and {right.get('suite')})")
+    """How the two evaluated different things, one phrase each (empty: like with like)."""
+    data = [report.get("data") or {} for report in (left, right)]
+    described = all(data)  # a report of the library alone may not say how data was given
+    given = (("data", "spec"), ("splits", "split"), ("limits", "limit")) if described else ()
+    pairs = [(what, data[0].get(key), data[1].get(key)) for what, key in given]
+    pairs += [
+        ("numbers of images", left["n_images"], right["n_images"]),
+        ("suites", left.get("suite"), right.get("suite")),
+        ("budgets", ", ".join(left["robust_accuracy"]), ", ".join(right["robust_accuracy"])),
+    ]
+    if described:
+        pairs.append(("seeds", data[0].get("seed"), data[1].get("seed")))
+    notes = [f"the {what} differ: {_shown(a)} vs {_shown(b)}" for what, a, b in pairs if a != b]
+    same_count = left["n_images"] == right["n_images"]
+    if same_count and [i["label"] for i in left["images"]] != [i["label"] for i in right["images"]]:
+        notes.append("the images differ: their labels do not match")
     return notes
+
+
+def _shown(value: Any) -> str:
+    """A setting as the notes show it (None, i.e. no --limit: ``"all"``)."""
+    if value is None:
+        return "all"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def side_names(folders: tuple[Path, Path], names: str | None = None) -> tuple[str, str]:
@@ -244,7 +260,7 @@ def comparison_text(comparison: Comparison) -> str:
     lines = [line(head), *(line(cells) for cells in body)]
     lines += [f"flags of {name}: {text}" for name, text in _flag_lines(comparison)]
     lines += [f"defense of {name}: {text}" for name, text in _defense_lines(comparison)]
-    lines += [f"note: {note}" for note in comparison.notes]
+    lines += [f"warning: {NOT_LIKE_WITH_LIKE}: {note}" for note in comparison.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -252,6 +268,9 @@ def comparison_markdown(comparison: Comparison) -> str:
     """The comparison as Markdown, for a pull request."""
     left, right = comparison.names
     lines = [f"## pixelguard comparison: {left} vs {right}", ""]
+    if comparison.notes:
+        lines += [f"> **Warning, {NOT_LIKE_WITH_LIKE}**: {note}." for note in comparison.notes]
+        lines.append("")
     lines += [
         f"- **{name}**: {verdict(report)}"
         for name, report in zip(comparison.names, comparison.reports, strict=True)
@@ -261,16 +280,11 @@ def comparison_markdown(comparison: Comparison) -> str:
     lines += ["| " + " | ".join(row.cells()) + " |" for row in comparison.rows]
     lines += ["", "### Flags", ""]
     lines += [f"- {name}: {text}" for name, text in _flag_lines(comparison)]
-    if comparison.notes:
-        lines += ["", *(f"Note: {note}." for note in comparison.notes)]
     return "\n".join(lines) + "\n"
 
 
 def _side_summary(name: str, report: Report, colour: str) -> Html:
-    worst = worst_budget(report)
-    tiles = [tile("Clean accuracy", percent(report["clean_accuracy"]))]
-    if worst is not None:
-        tiles.append(tile("Worst-case robust", percent(worst[1]), f"at {worst[0]}"))
+    tiles = [tile("Clean accuracy", percent(report["clean_accuracy"])), *headline_tiles(report)]
     heading = tag(
         "h3", join([tag("span", "", class_="swatch", style=f"background:{colour}"), name])
     )
@@ -300,10 +314,10 @@ def comparison_html(comparison: Comparison) -> str:
         for name, report, colour in zip(comparison.names, comparison.reports, colours, strict=True)
     )
     summary = [tag("div", sides, class_="sides")]
-    summary += [
-        tag("div", f"Compare with care: {note}.", class_="callout warn")
+    summary = [
+        tag("div", f"Warning, {NOT_LIKE_WITH_LIKE}: {note}.", class_="callout warn")
         for note in comparison.notes
-    ]
+    ] + summary
     accuracy = comparison.group("accuracy")
     chart = grouped_bar_chart(
         [row.label.removeprefix("robust at ").removesuffix(" accuracy") for row in accuracy],

@@ -16,13 +16,22 @@ from typing import Any
 import pixelguard
 from pixelguard.errors import ReportError
 from pixelguard.evaluate.files import write_json, write_text
-from pixelguard.evaluate.runner import EVALUATION_SCHEMA, Evaluation
+from pixelguard.evaluate.runner import CONFIDENCE_LEVEL, EVALUATION_SCHEMA, Evaluation
 from pixelguard.report.arrays import EvaluationArrays, read_evaluation_npz, write_evaluation_npz
-from pixelguard.report.evaluation_html import NO_ARRAYS, evaluation_html
-from pixelguard.report.summary import Report, as_report, defense_text, percent, verdict
+from pixelguard.report.evaluation_html import (
+    NO_ARRAYS,
+    accuracy_rows,
+    evaluated_rows,
+    evaluation_html,
+    interval_range,
+    verdict,
+)
+from pixelguard.report.summary import Report, as_report, defense_text, percent
 
 __all__ = [
     "ReportFiles",
+    "accuracy_rows",
+    "evaluated_rows",
     "evaluation_markdown",
     "read_evaluation_report",
     "render_evaluation_report",
@@ -37,6 +46,8 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 ADVERSARIAL_NPZ = "adversarial.npz"
+READABLE_SCHEMAS = ("evaluation-1.0", EVALUATION_SCHEMA)
+"""The report.json layouts this version reads (1.1 only adds fields to 1.0)."""
 
 
 def evaluation_report(evaluation: Evaluation) -> dict[str, Any]:
@@ -58,16 +69,26 @@ def write_evaluation_json(path: str | Path, evaluation: Evaluation) -> Path:
 
 
 def evaluation_markdown(evaluation: Evaluation | Report) -> str:
-    """The Markdown summary: verdict, robust accuracy per budget, attacks, flags."""
+    """The Markdown summary: verdict, what was evaluated, accuracy per budget with its
+    interval, attacks, flags."""
     report = as_report(evaluation)
     lines = [f"## pixelguard evaluation: {report['suite']} suite", "", f"**{verdict(report)}**", ""]
+    lines += [f"- **{what}**: {text}" for what, text in evaluated_rows(report)]
+    lines.append("")
     defense = defense_text(report.get("defense"))
     if defense:
         lines += [f"Defense: {defense}.", ""]
+    n = report["n_images"]
     lines += [
-        "| budget | robust accuracy |",
-        "| --- | ---: |",
-        *(f"| {label} | {percent(acc)} |" for label, acc in report["robust_accuracy"].items()),
+        f"| budget | accuracy | {CONFIDENCE_LEVEL:.0%} CI (n={n:,}) |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {label} | {percent(acc)} | {interval_range(acc, n)} |"
+            for label, acc in [
+                ("clean", report["clean_accuracy"]),
+                *report["robust_accuracy"].items(),
+            ]
+        ),
         "",
         "| budget | attack | attacked | fooled | success rate | median queries | time |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -175,9 +196,10 @@ def read_evaluation_report(folder: str | Path) -> ReportFiles:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path} is not valid JSON: {exc}") from None
     version = report.get("schema_version") if isinstance(report, dict) else None
-    if version != EVALUATION_SCHEMA:
+    if version not in READABLE_SCHEMAS:
         raise ReportError(
-            f"{path} has schema_version {version!r}; this pixelguard reads {EVALUATION_SCHEMA!r}"
+            f"{path} has schema_version {version!r}; this pixelguard reads "
+            f"{' and '.join(map(repr, READABLE_SCHEMAS))}"
         )
     npz = folder / ADVERSARIAL_NPZ
     if not npz.is_file():

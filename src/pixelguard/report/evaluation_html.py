@@ -1,7 +1,10 @@
 """report.html: an evaluation as one self-contained page a person wants to read.
 
 Rendered from the report.json data and, for the example images, the arrays of
-adversarial.npz, so ``pixelguard report DIR`` re-renders it from files alone.
+adversarial.npz, so ``pixelguard report DIR`` re-renders it from files alone. The
+headline, the intervals and what was evaluated are shared with report.md, the
+comparison and the command line; they need only fields every report.json has
+(schema 1.0 on), so older reports render too.
 """
 
 from __future__ import annotations
@@ -12,6 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from pixelguard.evaluate.runner import (
+    CONFIDENCE_LEVEL,
+    accuracy_interval,
+    headline,
+    headline_text,
+)
 from pixelguard.metrics.classification import confusion_matrix
 from pixelguard.report.arrays import EvaluationArrays
 from pixelguard.report.html import (
@@ -40,8 +49,6 @@ from pixelguard.report.summary import (
     percent,
     plural,
     query_curves,
-    verdict,
-    worst_budget,
 )
 from pixelguard.report.svg import PALETTE, Axis, Series, line_chart, log_ticks, percent_axis
 
@@ -66,6 +73,74 @@ NAV = (
     ("classes", "Per class"),
     ("confusion", "Confusion"),
 )
+
+
+def interval_range(accuracy: float, n: int) -> str:
+    """The :data:`CONFIDENCE_LEVEL` interval of an accuracy over ``n`` images: ``"35.2-45.1%"``."""
+    low, high = accuracy_interval(accuracy, n)
+    return f"{100 * low:.1f}-{100 * high:.1f}%"
+
+
+def interval_text(accuracy: float, n: int) -> str:
+    """An accuracy with its interval: ``"40.1% (95% CI 35.2-45.1%, n=400)"``."""
+    return f"{percent(accuracy)} ({CONFIDENCE_LEVEL:.0%} CI {interval_range(accuracy, n)}, n={n:,})"
+
+
+def accuracy_rows(report: Report) -> list[tuple[str, str]]:
+    """``("clean", interval text)``, then ``(budget, interval text)`` per budget in suite order."""
+    n = report["n_images"]
+    rows = [("clean", interval_text(report["clean_accuracy"], n))]
+    return rows + [
+        (label, interval_text(acc, n)) for label, acc in report["robust_accuracy"].items()
+    ]
+
+
+def verdict(report: Report) -> str:
+    """One line: the headline (:func:`~pixelguard.evaluate.runner.headline_text`) and the
+    number of warning signs."""
+    line = headline_text(report["clean_accuracy"], report["robust_accuracy"])
+    count = len(report["flags"])
+    if count:
+        line += f"; {plural(count, 'warning sign')}, see Flags"
+    return line + "."
+
+
+def evaluated_rows(report: Report) -> list[tuple[str, str]]:
+    """What was evaluated, as far as the report says: model, data, images, suite, seed."""
+    model = report.get("model") or {}
+    data = report.get("data") or {}
+    rows = []
+    if model.get("spec"):
+        rows.append(("model", str(model["spec"])))
+    if data.get("spec"):
+        split = f", {data['split']} split" if data.get("split") else ""
+        rows.append(("data", f"{data['spec']}{split}"))
+    n, drawn_from = report["n_images"], data.get("drawn_from")
+    if data.get("limit") is not None and drawn_from is not None and n < drawn_from:
+        images = f"{n:,} of {drawn_from:,}, drawn at random (--limit {data['limit']})"
+    else:
+        images = f"{n:,}, all of the data" if drawn_from is not None else f"{n:,}"
+    rows.append(("images", images))
+    rows.append(("suite", f"{report.get('suite', '?')}: {', '.join(report['robust_accuracy'])}"))
+    if data.get("seed") is not None:
+        rows.append(("seed", str(data["seed"])))
+    return rows
+
+
+def headline_tiles(report: Report) -> list[Html]:
+    """Per kind of budget, a tile: the smallest budget below half of clean, else the worst."""
+    n = report["n_images"]
+    tiles = []
+    for part in headline(report["clean_accuracy"], report["robust_accuracy"]):
+        accuracy = percent(part.robust_accuracy)
+        interval = f"CI {interval_range(part.robust_accuracy, n)}"
+        if part.below_half:
+            note = f"robust accuracy {accuracy}, {interval}"
+            tiles.append(tile("Below half of clean at", part.budget, note, tone="bad"))
+        else:
+            title = f"{part.kind}: holds half of clean"
+            tiles.append(tile(title, accuracy, f"worst, at {part.budget}; {interval}", tone="good"))
+    return tiles
 
 
 def evaluation_html(
@@ -112,27 +187,16 @@ def evaluation_html(
 
 def _source(report: Report) -> str:
     """The model and data the report names, when it names them."""
-    model, data = report.get("model"), report.get("data")
-    parts = []
-    if isinstance(model, Mapping) and model.get("spec"):
-        parts.append(f"model {model['spec']}")
-    if isinstance(data, Mapping) and (data.get("source") or data.get("spec")):
-        parts.append(f"data {data.get('source') or data.get('spec')}")
-    return ", ".join(parts)
+    return ", ".join(
+        f"{what} {text}" for what, text in evaluated_rows(report) if what in ("model", "data")
+    )
 
 
 def _verdict_section(report: Report) -> Html:
-    clean = report["clean_accuracy"]
+    clean, n = report["clean_accuracy"], report["n_images"]
     correct = sum(image["label"] == image["clean_pred"] for image in report["images"])
-    tiles = [
-        tile("Clean accuracy", percent(clean), f"{correct:,} of {report['n_images']:,} images")
-    ]
-    worst = worst_budget(report)
-    if worst is not None:
-        tone = "bad" if worst[1] < clean else "good"
-        tiles.append(
-            tile("Worst-case robust accuracy", percent(worst[1]), f"at {worst[0]}", tone=tone)
-        )
+    note = f"{correct:,} of {n:,} images; {CONFIDENCE_LEVEL:.0%} CI {interval_range(clean, n)}"
+    tiles = [tile("Clean accuracy", percent(clean), note), *headline_tiles(report)]
     fewest = fewest_pixels(report)
     if fewest is not None and fewest.median is not None:
         note = f"median over the {len(fewest.counts)} images a pixel attack broke"
@@ -151,6 +215,7 @@ def _verdict_section(report: Report) -> Html:
         "Verdict",
         tag("div", join(tiles), class_="tiles"),
         tag("p", tag("strong", verdict(report)), class_="verdict"),
+        table(["evaluated", ""], evaluated_rows(report)),
         flags_box(report["flags"]),
         defense_box(report.get("defense")),
     )
@@ -182,6 +247,7 @@ def _robustness_section(report: Report) -> Html:
             [
                 label,
                 percent(robust),
+                interval_range(robust, report["n_images"]),
                 points(robust - clean),
                 str(sum(breakers.values())),
                 ", ".join(f"{name} {n}" for name, n in breakers.items()) or "-",
@@ -192,12 +258,21 @@ def _robustness_section(report: Report) -> Html:
         "Robust accuracy",
         tag("div", join(charts), class_="charts"),
         table(
-            ["budget", "robust accuracy", "vs clean", "broken", "broken by"],
+            [
+                "budget",
+                "robust accuracy",
+                f"{CONFIDENCE_LEVEL:.0%} CI",
+                "vs clean",
+                "broken",
+                "broken by",
+            ],
             rows,
-            numeric=(1, 2, 3),
+            numeric=(1, 2, 3, 4),
         ),
         intro="The share of all images still classified correctly after every attack of a budget "
-        "tried, one chart per kind of budget; budget 0 is the clean accuracy.",
+        "tried, one chart per kind of budget; budget 0 is the clean accuracy. The interval "
+        f"(Clopper-Pearson, {CONFIDENCE_LEVEL:.0%}) is how far the share could be off for "
+        f"this number of images ({report['n_images']:,}).",
     )
 
 

@@ -68,6 +68,5 @@ def require(module: str, extra: str, feature: str) -> object:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(
-            f"{feature} needs the optional package '{module}': "
-            f"pip install 'pixelguard[{extra}]'"
+            f"{feature} needs the optional package '{module}': pip install 'pixelguard[{extra}]'"
         ) from exc

@@ -42,9 +42,13 @@ def check_attack_result(
     pred = model.predict(x_adv).argmax(dim=1)
     s = result.success
     if result.target is None:
-        assert bool((pred[s] != result.y[s]).all()), "a claimed success is still classified correctly"
+        assert bool((pred[s] != result.y[s]).all()), (
+            "a claimed success is still classified correctly"
+        )
     else:
-        assert bool((pred[s] == result.target[s]).all()), "a claimed targeted success misses its target"
+        assert bool((pred[s] == result.target[s]).all()), (
+            "a claimed targeted success misses its target"
+        )
     assert torch.equal(x_adv[~s], x[~s]), "a failed image came back changed"
     assert torch.equal(pred, result.pred_after), "pred_after differs from a fresh forward pass"
     pixels = l0_pixels(x, x_adv)

@@ -249,3 +249,16 @@ def test_help_shows_no_value_placeholder_for_flags(cli, command):
     assert "--help" in text and "<int>" in text or command in ("report", "compare")
     assert "<bool>" not in text
     assert "<bool>" not in cli("--help", env={"COLUMNS": "160"}).stdout
+
+
+def test_a_sample_records_where_its_images_are_in_the_data(cli, model_factory, tmp_path):
+    from pixelguard.data import load_data
+
+    cli("attack", "--model", model_factory, "--data", "digits", "--out", tmp_path, *FAST)
+    data = _results(tmp_path)
+    indices = data["data"]["indices"]
+    assert len(indices) == 12 and indices == sorted(indices) and indices[-1] >= 100
+    originals = np.load(tmp_path / "adversarial.npz")
+    test = load_data("digits")
+    for row, x in zip(data["images"], originals["x"], strict=True):
+        np.testing.assert_array_equal(test.x[indices[row["index"]]].numpy(), x)

@@ -73,13 +73,17 @@ def check_config(name: str, *, positive: dict[str, float | None], counts: dict[s
     for field_name, number in positive.items():
         if number is None:
             continue
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not (
-            math.isfinite(number) and number > 0
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not (math.isfinite(number) and number > 0)
         ):
             raise ConfigError(f"{name}: {field_name} must be a positive number, got {number}")
     for field_name, count in counts.items():
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(f"{name}: {field_name} must be an integer of at least 1, got {count!r}")
+            raise ConfigError(
+                f"{name}: {field_name} must be an integer of at least 1, got {count!r}"
+            )
 
 
 class Schedule(NamedTuple):
@@ -115,7 +119,9 @@ def objective(kind: GradientLoss, reject_class: int | None = None) -> ObjectiveF
         logits: (M, K); label, target: (M,) -> (M,).
     """
 
-    def value(logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def value(
+        logits: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
         cls = label if target is None else target
         if kind == "ce":
             if target is not None:
@@ -336,7 +342,11 @@ class GradientAttack(Attack):
         for step in range(schedule.steps + 1):
             rows = images[slot]
             affordable = state.remaining(rows)
-            go = affordable >= 2 if step < schedule.steps else torch.zeros_like(affordable, dtype=torch.bool)
+            go = (
+                affordable >= 2
+                if step < schedule.steps
+                else torch.zeros_like(affordable, dtype=torch.bool)
+            )
             check = ~go & (affordable >= 1)
             if bool(check.any()):
                 scores = model.predict(current[check], index=rows[check].cpu())
@@ -358,7 +368,11 @@ class GradientAttack(Attack):
 
     @staticmethod
     def _record(
-        x_adv: torch.Tensor, fooled: torch.Tensor, rows: torch.Tensor, slot: torch.Tensor, images: torch.Tensor
+        x_adv: torch.Tensor,
+        fooled: torch.Tensor,
+        rows: torch.Tensor,
+        slot: torch.Tensor,
+        images: torch.Tensor,
     ) -> None:
         x_adv[rows] = images
         fooled[slot] = True

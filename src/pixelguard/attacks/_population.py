@@ -109,9 +109,7 @@ def record_winners(
     return won
 
 
-def distinct_indices(
-    generator: torch.Generator, rows: int, pool: int, count: int
-) -> torch.Tensor:
+def distinct_indices(generator: torch.Generator, rows: int, pool: int, count: int) -> torch.Tensor:
     """For each of ``pool`` members in each row, ``count`` other members, all distinct.
 
     Used by DE/rand/1: member ``i`` is mutated from three members that differ from
@@ -160,7 +158,9 @@ def margin_loss(output: OutputKind, reject_class: int | None = None) -> LossFunc
     so the search still sees improvements where ``p_y`` rounds to 1.
     """
 
-    def loss(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
         logp = log_probabilities(scores, output)
         cls = label if target is None else target
         own = logp.gather(1, cls.view(-1, 1)).squeeze(1)
@@ -178,7 +178,9 @@ def probability_loss(output: OutputKind, reject_class: int | None = None) -> Los
     probability of an answer that does not fool the model.
     """
 
-    def loss(scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    def loss(
+        scores: torch.Tensor, label: torch.Tensor, target: torch.Tensor | None
+    ) -> torch.Tensor:
         probs = probabilities(scores, output)
         if target is not None:
             return -probs.gather(1, target.view(-1, 1)).squeeze(1)
@@ -227,7 +229,9 @@ def pixel_corner_index(x: torch.Tensor) -> torch.Tensor:
     return torch.where(on_corner, index, torch.full_like(index, -1))
 
 
-def sample_new_corners(generator: torch.Generator, current: torch.Tensor, channels: int) -> torch.Tensor:
+def sample_new_corners(
+    generator: torch.Generator, current: torch.Tensor, channels: int
+) -> torch.Tensor:
     """A random corner for each pixel, uniform over the corners that change it.
 
     Args:
@@ -244,7 +248,11 @@ def sample_new_corners(generator: torch.Generator, current: torch.Tensor, channe
 
 
 def sample_positions(
-    generator: torch.Generator, rows: int, n_pixels: int, count: int, exclude: torch.Tensor | None = None
+    generator: torch.Generator,
+    rows: int,
+    n_pixels: int,
+    count: int,
+    exclude: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``count`` distinct pixel positions per row, uniformly, avoiding ``exclude``.
 

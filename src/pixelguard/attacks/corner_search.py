@@ -33,7 +33,9 @@ def corner_search_cost(shape: tuple[int, int, int]) -> int:
     return 2**c * h * w
 
 
-def scan_single_corner_pixels(state: AttackState, active: torch.Tensor, checks: int) -> torch.Tensor:
+def scan_single_corner_pixels(
+    state: AttackState, active: torch.Tensor, checks: int
+) -> torch.Tensor:
     """Try every (position, corner) on the ``active`` images; write winners into ``x_adv``.
 
     Shape:

@@ -121,6 +121,8 @@ class MinPixels(Attack):
                 keys = keys.to(x.device).masked_fill(~pixels[group], -1.0)
                 pos = keys.topk(count - 1, dim=1).indices
                 col = pixel_corner_index(x_adv[group]).gather(1, pos).clamp_min(0)
-                won = sparse_random_search(state, group, pixels=count - 1, start=(pos, col), **search)
+                won = sparse_random_search(
+                    state, group, pixels=count - 1, start=(pos, col), **search
+                )
                 prune_changed_pixels(state, everyone[won])
                 trying[group] = won[group]

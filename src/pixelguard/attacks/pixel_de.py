@@ -81,7 +81,9 @@ class PixelDE(Attack):
         if not 0.0 < self.crossover <= 1.0:
             raise ConfigError(f"pixel-de: crossover must lie in (0, 1], got {self.crossover}")
         if self.loss not in ("margin", "probability"):
-            raise ConfigError(f"pixel-de: loss must be 'margin' or 'probability', got {self.loss!r}")
+            raise ConfigError(
+                f"pixel-de: loss must be 'margin' or 'probability', got {self.loss!r}"
+            )
         if not 1 <= self.checks_per_generation <= self.population:
             raise ConfigError(
                 f"pixel-de: checks_per_generation must lie in 1..population, "
@@ -91,7 +93,9 @@ class PixelDE(Attack):
     def _run(self, state: AttackState) -> None:
         search = _Search(self, state)
         active = state.unfooled
-        genes = self._initial_genes(state.generator, active.numel(), state.x.shape).to(state.x.device)
+        genes = self._initial_genes(state.generator, active.numel(), state.x.shape).to(
+            state.x.device
+        )
         loss, finished = search.evaluate(active, genes)
         keep = ~finished
         active, genes, loss = active[keep], genes[keep], loss[keep]
@@ -116,7 +120,9 @@ class PixelDE(Attack):
         values = (0.5 + 0.5 * torch.randn((*size, c), generator=generator)).clamp(0.0, 1.0)
         return torch.cat([rows.unsqueeze(-1), cols.unsqueeze(-1), values], dim=-1)
 
-    def _mutate(self, genes: torch.Tensor, generator: torch.Generator, shape: torch.Size) -> torch.Tensor:
+    def _mutate(
+        self, genes: torch.Tensor, generator: torch.Generator, shape: torch.Size
+    ) -> torch.Tensor:
         """DE/rand/1 with optional binomial crossover, then clipped to the search box."""
         a, p, k, d = genes.shape
         picks = distinct_indices(generator, a, p, 3).to(genes.device)
@@ -137,6 +143,7 @@ class PixelDE(Attack):
         cols = trial[..., 1:2].clamp(0.0, w - 1e-3)
         return torch.cat([rows, cols, trial[..., 2:].clamp(0.0, 1.0)], dim=-1)
 
+
 class _Search:
     """Evaluation of one run's candidates: decodes genes, scores slices, records winners."""
 
@@ -154,7 +161,9 @@ class _Search:
         cols = genes[..., 1].floor().clamp(0, w - 1)
         return (rows * w + cols).long(), genes[..., 2:].clamp(0.0, 1.0)
 
-    def evaluate(self, active: torch.Tensor, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(
+        self, active: torch.Tensor, genes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every candidate of the active images, slice by slice, stopping early.
 
         Images fooled in a slice get their best fooling candidate written into

@@ -107,5 +107,7 @@ class SparsePGD(GradientAttack):
         positions = torch.rand((m, h * w), generator=generator).topk(k, dim=1).indices
         values = torch.rand((m, c, k), generator=generator)
         target = x.reshape(m, c, h * w).clone()
-        target.scatter_(2, positions.to(x.device).view(m, 1, k).expand(m, c, k), values.to(x.device))
+        target.scatter_(
+            2, positions.to(x.device).view(m, 1, k).expand(m, c, k), values.to(x.device)
+        )
         return target.view_as(x) - x

@@ -35,8 +35,17 @@ from pixelguard.attacks.corner_search import corner_search_cost, scan_single_cor
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import OutputKind
 
-_SCHEDULE = ((10, 1.0), (50, 2.0), (200, 4.0), (500, 5.0), (1000, 6.0), (2000, 8.0),
-             (4000, 10.0), (6000, 12.0), (8000, 15.0))
+_SCHEDULE = (
+    (10, 1.0),
+    (50, 2.0),
+    (200, 4.0),
+    (500, 5.0),
+    (1000, 6.0),
+    (2000, 8.0),
+    (4000, 10.0),
+    (6000, 12.0),
+    (8000, 15.0),
+)
 """Sparse-RS's step-size schedule on a 10,000-step scale: up to step s, divide p_init by d."""
 
 MAX_PROPOSALS = 16
@@ -187,9 +196,7 @@ class SparseRS(Attack):
     def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
         """k = 1 with a budget (or steps) that covers every corner: the exact scan runs."""
         allowed = self.budget if self.budget is not None else self.steps
-        return (
-            self.pixels == 1 and self.exact_single_pixel and allowed >= corner_search_cost(shape)
-        )
+        return self.pixels == 1 and self.exact_single_pixel and allowed >= corner_search_cost(shape)
 
     def _run(self, state: AttackState) -> None:
         if self._scans_without_clean_query(tuple(state.x.shape[1:])):

@@ -120,6 +120,7 @@ def evaluate_command(
         ),
     ],
     labels: opt.Labels = None,
+    class_names: opt.ClassNames = None,
     data_layout: opt.DataLayout = "auto",
     value_range: opt.ValueRange = "auto",
     split: Annotated[
@@ -133,6 +134,7 @@ def evaluate_command(
     std: opt.Std = None,
     output: opt.Output = None,
     batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
+    device: opt.Device = None,
     trust_pickle: opt.TrustPickle = False,
     http_config: opt.HttpConfig = None,
     defense: opt.DefenseSpec = None,
@@ -146,12 +148,23 @@ def evaluate_command(
     opt.check_output_folder(out)
     gates = [Gate.parse(text) for text in fail_under or []]
     model_options = opt.ModelOptions(
-        input_shape, layout, scale, mean, std, output, batch_size, trust_pickle, http_config
+        input_shape,
+        layout,
+        scale,
+        mean,
+        std,
+        output,
+        batch_size,
+        trust_pickle,
+        http_config,
+        device,
     )
-    data_options = opt.DataOptions(labels, data_layout, value_range, split)
-    classifier, defense_info = opt.apply_defense(model_options.load(model), defense)
+    data_options = opt.DataOptions(labels, data_layout, value_range, split, class_names)
     dataset = data_options.load(data)
     sample = dataset.sample(limit, seed)
+    loaded = model_options.load(model, dataset.image_shape)
+    opt.echo_detected(loaded)
+    classifier, defense_info = opt.apply_defense(loaded, defense)
     attack_suite = build_suite(
         suite,
         pixels=opt.parse_ints(pixels, "--pixels"),

@@ -347,7 +347,12 @@ def model_info(
 
 
 def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, Any]:
-    """How the data was given and what it holds, for reports."""
+    """How the data was given and what it holds, for reports.
+
+    For a sample (``--limit``), ``indices`` is each image's position in the split as
+    loaded: per-image ``index`` fields count within the sample, this maps them back.
+    """
+    sampled = {} if dataset.index is None else {"indices": dataset.index.tolist()}
     return {
         "spec": spec,
         "source": dataset.source,
@@ -358,6 +363,7 @@ def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, An
         "n_images": len(dataset),
         "image_shape": list(dataset.image_shape),
         "class_names": dataset.class_names,
+        **sampled,
     }
 
 

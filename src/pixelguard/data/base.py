@@ -55,6 +55,9 @@ class Dataset:
     y: torch.Tensor
     class_names: list[str] | None
     source: str
+    index: torch.Tensor | None = None
+    """Each image's position in the data as loaded, once a subset or sample was taken
+    (None: the images are the loaded data, in order)."""
 
     def __post_init__(self) -> None:
         check_images(self.x, name=f"images from {self.source}")
@@ -143,13 +146,16 @@ class Dataset:
             ShapeError: ``indices`` is not one-dimensional.
         """
         if isinstance(indices, slice):
-            return Dataset(self.x[indices], self.y[indices], self.class_names, self.source)
-        index = torch.as_tensor(np.asarray(indices) if isinstance(indices, Sequence) else indices)
+            index: torch.Tensor = torch.arange(len(self))[indices]
+        else:
+            index = torch.as_tensor(
+                np.asarray(indices) if isinstance(indices, Sequence) else indices
+            )
         if index.dim() != 1:
             raise ShapeError(f"subset indices must be 1-D, got shape {tuple(index.shape)}")
-        if index.dtype != torch.bool:
-            index = index.to(torch.int64)
-        return Dataset(self.x[index], self.y[index], self.class_names, self.source)
+        index = index.nonzero().flatten() if index.dtype == torch.bool else index.to(torch.int64)
+        origin = index if self.index is None else self.index[index]
+        return Dataset(self.x[index], self.y[index], self.class_names, self.source, origin)
 
     def take_per_class(self, limit: int) -> Dataset:
         """The first ``limit`` images of each class, in their original order.
@@ -202,7 +208,7 @@ class Dataset:
         if len(set(names)) != len(names) or not names:
             raise ConfigError(f"class names must be distinct and non-empty, got {names}")
         if self.class_names is None:
-            return Dataset(self.x, self.y, names, self.source)
+            return Dataset(self.x, self.y, names, self.source, self.index)
         missing = [n for n in self.class_names if n not in names]
         if missing:
             raise ConfigError(
@@ -210,4 +216,4 @@ class Dataset:
                 f"({', '.join(names)}) does not name"
             )
         mapping = torch.tensor([names.index(n) for n in self.class_names], dtype=torch.int64)
-        return Dataset(self.x, mapping[self.y], names, self.source)
+        return Dataset(self.x, mapping[self.y], names, self.source, self.index)

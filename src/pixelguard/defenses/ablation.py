@@ -168,7 +168,10 @@ def train_ablation_classifier(
     model.eval()
     with torch.no_grad():
         pred = torch.cat(
-            [model(ablate(xb, keep, generator).to(dev)).argmax(1).cpu() for xb in torch.split(x, 1024)]
+            [
+                model(ablate(xb, keep, generator).to(dev)).argmax(1).cpu()
+                for xb in torch.split(x, 1024)
+            ]
         )
     metrics: dict[str, Any] = {
         "train_accuracy": float((pred == y.cpu()).double().mean()),
@@ -179,7 +182,11 @@ def train_ablation_classifier(
     }
     logger.info(
         "trained %s on %d-pixel ablations for %d epochs in %.1fs: ablated train accuracy %.4f",
-        arch, keep, epochs, metrics["seconds"], metrics["train_accuracy"],
+        arch,
+        keep,
+        epochs,
+        metrics["seconds"],
+        metrics["train_accuracy"],
     )
     return model.cpu(), metrics
 

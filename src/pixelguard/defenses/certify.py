@@ -51,7 +51,8 @@ def ablation_delta(rho: torch.Tensor | int, pixels: int, keep: int) -> torch.Ten
     d, k = float(pixels), float(keep)
     left = d - rho_t
     log_ratio = (
-        torch.lgamma(left + 1) - torch.lgamma((left - k).clamp_min(0) + 1)
+        torch.lgamma(left + 1)
+        - torch.lgamma((left - k).clamp_min(0) + 1)
         - torch.lgamma(torch.tensor(d + 1, dtype=torch.float64))
         + torch.lgamma(torch.tensor(d - k + 1, dtype=torch.float64))
     )
@@ -137,7 +138,9 @@ class RandomizedAblation:
         c, h, w = (int(v) for v in input_shape)
         check_keep(keep, (h, w))
         if samples < 1 or samples_select < 1:
-            raise ConfigError(f"samples and samples_select must be positive, got {samples}, {samples_select}")
+            raise ConfigError(
+                f"samples and samples_select must be positive, got {samples}, {samples_select}"
+            )
         if not 0.0 < alpha < 1.0:
             raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
         if batch_size < 1:
@@ -181,7 +184,9 @@ class RandomizedAblation:
     def _check(self, x: torch.Tensor) -> None:
         check_images(x)
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ShapeError(f"the model expects images of shape {self.input_shape}, got {tuple(x.shape[1:])}")
+            raise ShapeError(
+                f"the model expects images of shape {self.input_shape}, got {tuple(x.shape[1:])}"
+            )
 
     def vote_counts(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """How many of the ablations ``masks`` the base classifier gives each class.
@@ -239,7 +244,10 @@ class RandomizedAblation:
         radius = certified_radius(p_lower, self.pixels, self.keep)
         logger.info(
             "randomized ablation (k=%d of %d): certified %d of %d images, median radius %s",
-            self.keep, self.pixels, int((radius >= 0).sum()), x.shape[0],
+            self.keep,
+            self.pixels,
+            int((radius >= 0).sum()),
+            x.shape[0],
             int(radius.median()) if radius.numel() else "n/a",
         )
         return pred, radius

@@ -98,9 +98,14 @@ class Detector(ABC):
             check_images(calibration, name="calibration")
             train = clean
         elif self.trainable:
-            order = torch.randperm(clean.shape[0], generator=torch.Generator().manual_seed(self.seed))
+            order = torch.randperm(
+                clean.shape[0], generator=torch.Generator().manual_seed(self.seed)
+            )
             n_cal = max(1, round(clean.shape[0] * self.calibration_fraction))
-            calibration, train = clean[order[:n_cal].to(clean.device)], clean[order[n_cal:].to(clean.device)]
+            calibration, train = (
+                clean[order[:n_cal].to(clean.device)],
+                clean[order[n_cal:].to(clean.device)],
+            )
         else:
             calibration, train = clean, clean[:0]
         if self.trainable:
@@ -108,7 +113,10 @@ class Detector(ABC):
         self.calibration_scores = self.score(calibration).detach().cpu()
         logger.info(
             "%s: calibrated on %d clean images; threshold at fpr %g: %g",
-            self.name, calibration.shape[0], self.fpr, self.threshold,
+            self.name,
+            calibration.shape[0],
+            self.fpr,
+            self.threshold,
         )
         return self
 
@@ -134,7 +142,9 @@ class Detector(ABC):
             NotFittedError: :meth:`fit` has not run.
         """
         if self.calibration_scores is None:
-            raise NotFittedError(f"{self.name}: call fit(clean_images) before asking for a threshold")
+            raise NotFittedError(
+                f"{self.name}: call fit(clean_images) before asking for a threshold"
+            )
         return conformal_threshold(self.calibration_scores, fpr)
 
     @property
@@ -193,7 +203,9 @@ class FeatureSqueezingDetector(Detector):
         if isinstance(squeezers, str):
             squeezers = [name.strip() for name in squeezers.split(",") if name.strip()]
         if not squeezers:
-            raise ConfigError(f"{self.name}: squeezers must be a non-empty list of names, got {squeezers!r}")
+            raise ConfigError(
+                f"{self.name}: squeezers must be a non-empty list of names, got {squeezers!r}"
+            )
         self.model = model
         self.squeezers = tuple(squeezers)
         self._squeeze: list[Squeezer] = [parse_squeezer(s) for s in self.squeezers]
@@ -207,7 +219,9 @@ class FeatureSqueezingDetector(Detector):
                 base = probabilities(self.model.predict(chunk), output)
                 distance = torch.stack(
                     [
-                        (probabilities(self.model.predict(squeeze(chunk)), output) - base).abs().sum(dim=1)
+                        (probabilities(self.model.predict(squeeze(chunk)), output) - base)
+                        .abs()
+                        .sum(dim=1)
                         for squeeze in self._squeeze
                     ]
                 )
@@ -281,7 +295,9 @@ def create_detector(name: str, model: Classifier, **params: Any) -> Detector:
     try:
         return factory(model, **params)
     except TypeError as error:
-        raise ConfigError(f"{name}: invalid detector parameters {sorted(params)} ({error})") from None
+        raise ConfigError(
+            f"{name}: invalid detector parameters {sorted(params)} ({error})"
+        ) from None
 
 
 def list_detectors() -> list[str]:

@@ -101,7 +101,9 @@ class DetectorAwareClassifier(ClassifierWrapper):
         check_images(x)
         with torch.no_grad():
             logp = log_probabilities(self.model.predict(x), self.model.capabilities.output)
-            margin = (self.detector.score(x).to(logp) - self.threshold).clamp(-_MARGIN_LIMIT, _MARGIN_LIMIT)
+            margin = (self.detector.score(x).to(logp) - self.threshold).clamp(
+                -_MARGIN_LIMIT, _MARGIN_LIMIT
+            )
             detected = logp.amax(dim=1) + self.gain * margin
         return torch.cat([logp, detected.unsqueeze(1)], dim=1)
 

@@ -70,8 +70,6 @@ class ExpectationOverTransformation(ClassifierWrapper):
         self.seed = seed if seed is not None else secrets.randbits(31)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-
-
     @property
     def capabilities(self) -> Capabilities:
         """The preprocessor's, non-deterministic; averaged labels become probabilities."""

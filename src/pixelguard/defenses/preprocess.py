@@ -100,7 +100,11 @@ class Preprocessor(ClassifierWrapper, ABC):
     _params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
-        self, model: Classifier, *, gradient: GradientRule = "bpda", batch_size: int = DEFAULT_BATCH_SIZE
+        self,
+        model: Classifier,
+        *,
+        gradient: GradientRule = "bpda",
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         if gradient not in ("bpda", "none"):
             raise ConfigError(f"{self.name}: gradient must be 'bpda' or 'none', got {gradient!r}")
@@ -109,8 +113,6 @@ class Preprocessor(ClassifierWrapper, ABC):
         super().__init__(model)
         self.gradient: GradientRule = gradient
         self.batch_size = batch_size
-
-
 
     @property
     def capabilities(self) -> Capabilities:
@@ -128,7 +130,9 @@ class Preprocessor(ClassifierWrapper, ABC):
         return f"{type(self).__name__}({self.model!r}, {settings})"
 
     @abstractmethod
-    def transform(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The defense's image transform, vectorised over the batch.
 
         Args:
@@ -236,7 +240,9 @@ class MedianFilter(Preprocessor):
             raise ConfigError(f"median: size must be at least 2, got {size}")
         self.size = size
 
-    def transform(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return local_median(x, self.size)
 
 
@@ -275,7 +281,9 @@ class OutlierPixelRemoval(Preprocessor):
         self.size = size
         self.threshold = threshold
 
-    def transform(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return remove_outliers(x, self.size, self.threshold)
 
 
@@ -305,7 +313,9 @@ class BitDepthReduction(Preprocessor):
             raise ConfigError(f"bit-depth: bits must lie in 1..8, got {bits}")
         self.bits = bits
 
-    def transform(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return reduce_bit_depth(x, self.bits)
 
 
@@ -346,7 +356,9 @@ class JpegCompression(Preprocessor):
             )
         self.quality = quality
 
-    def transform(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return jpeg_compress(x, self.quality)
 
 
@@ -387,7 +399,9 @@ class RandomNoise(Preprocessor):
         self.seed = seed if seed is not None else secrets.randbits(31)
         self.generator = torch.Generator().manual_seed(self.seed)
 
-    def transform(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def transform(
+        self, x: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         gen = generator if generator is not None else self.generator
         noise = torch.randn(x.shape, generator=gen).to(device=x.device, dtype=x.dtype)
         return (x + self.sigma * noise).clamp(0.0, 1.0)

@@ -13,7 +13,9 @@ DEFAULT_TOLERANCE = 1e-6
 """Changes at or below this size are not counted as changes by the L0 measures."""
 
 
-def changed_pixels(x: torch.Tensor, x_adv: torch.Tensor, tol: float = DEFAULT_TOLERANCE) -> torch.Tensor:
+def changed_pixels(
+    x: torch.Tensor, x_adv: torch.Tensor, tol: float = DEFAULT_TOLERANCE
+) -> torch.Tensor:
     """Mask of pixel positions changed in any channel.
 
     Shape:
@@ -27,7 +29,9 @@ def l0_pixels(x: torch.Tensor, x_adv: torch.Tensor, tol: float = DEFAULT_TOLERAN
     return changed_pixels(x, x_adv, tol).flatten(1).sum(dim=1)
 
 
-def l0_features(x: torch.Tensor, x_adv: torch.Tensor, tol: float = DEFAULT_TOLERANCE) -> torch.Tensor:
+def l0_features(
+    x: torch.Tensor, x_adv: torch.Tensor, tol: float = DEFAULT_TOLERANCE
+) -> torch.Tensor:
     """Number of scalar entries (pixel x channel) changed, per image: (N,) int64."""
     return ((x_adv - x).abs() > tol).flatten(1).sum(dim=1)
 

@@ -67,6 +67,12 @@ def require(module: str, extra: str, feature: str) -> object:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"{feature} needs the optional package '{module}': pip install 'pixelguard[{extra}]'"
-        ) from exc
+        raise missing_dependency(module, extra, feature) from exc
+
+
+def missing_dependency(package: str, extra: str, feature: str) -> MissingDependencyError:
+    """The error for a missing optional ``package``, naming the pip extra that installs it."""
+    return MissingDependencyError(
+        f"{feature} needs the optional package '{package}': pip install -e '.[{extra}]' in a "
+        f"clone of pixelguard (pip install 'pixelguard[{extra}]' where it came from a package index)"
+    )

@@ -2,7 +2,7 @@
 
 Commands parse options, call the library, print, and set the exit code. User errors
 (bad files, options or data) print one ``error: ...`` line on stderr and exit with
-code 2; Ctrl-C exits with 130. ``pixelguard --debug ...`` shows tracebacks instead.
+code 2; a failed ``evaluate --fail-under`` gate exits with 1; Ctrl-C exits with 130. ``pixelguard --debug ...`` shows tracebacks instead.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pixelguard.errors import ConfigError, MissingDependencyError, ModelError, UnsafeLoadError
+from pixelguard.errors import ConfigError, ModelError, UnsafeLoadError, missing_dependency
 from pixelguard.models.base import (
     DEFAULT_BATCH_SIZE,
     ArrayClassifier,
@@ -47,13 +47,6 @@ KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 _CHANNELS = (1, 3, 4)
 _TF_DTYPES = ("float32", "float64", "float16", "uint8")
-
-
-def _missing(package: str, extra: str, feature: str) -> MissingDependencyError:
-    return MissingDependencyError(
-        f"{feature} need the optional package '{package}': pip install 'pixelguard[{extra}]' "
-        f"(from a clone: pip install -e '.[{extra}]')"
-    )
 
 
 def import_keras() -> ModuleType:
@@ -73,7 +66,7 @@ def import_keras() -> ModuleType:
         return importlib.import_module("keras")
     except ImportError as exc:
         if (exc.name or "").split(".")[0] == "keras":
-            raise _missing("keras", "keras", "Keras models") from exc
+            raise missing_dependency("keras", "keras", "Keras models") from exc
         backend = os.environ.get("KERAS_BACKEND", "the default")
         raise ConfigError(
             f"keras cannot load its backend (KERAS_BACKEND={backend}): {exc}; install that "
@@ -381,7 +374,7 @@ class SavedModelClassifier(ArrayClassifier):
         try:
             tf = importlib.import_module("tensorflow")
         except ImportError as exc:
-            raise _missing("tensorflow", "tensorflow", "TensorFlow SavedModels") from exc
+            raise missing_dependency("tensorflow", "tensorflow", "TensorFlow SavedModels") from exc
         try:
             loaded = tf.saved_model.load(str(path))
         except Exception as exc:  # TensorFlow raises its own Exception subclasses

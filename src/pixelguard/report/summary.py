@@ -39,28 +39,6 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
 
 
-def worst_budget(report: Report) -> tuple[str, float] | None:
-    """The budget with the lowest robust accuracy and that accuracy (None: no budgets)."""
-    robust: Mapping[str, float] = report["robust_accuracy"]
-    if not robust:
-        return None
-    label = min(robust, key=lambda name: robust[name])
-    return label, robust[label]
-
-
-def verdict(evaluation: Evaluation | Report) -> str:
-    """One line: clean accuracy, the worst robust accuracy and where, and the flag count."""
-    report = as_report(evaluation)
-    line = f"Clean accuracy {percent(report['clean_accuracy'])} on {report['n_images']:,} images"
-    worst = worst_budget(report)
-    if worst is not None:
-        line += f"; worst-case robust accuracy {percent(worst[1])} at {worst[0]}"
-    count = len(report["flags"])
-    if count:
-        line += f"; {plural(count, 'warning sign')}, see Flags"
-    return line + "."
-
-
 def defense_fields(defense: Mapping[str, Any] | None) -> dict[str, str]:
     """The defense a report names as ``{"name", "parameters", "adaptive attacks"}`` texts.
 

@@ -13,7 +13,18 @@ The user-facing names, in the order of a typical session::
     pg.write_evaluation_report("eval", evaluation)   # report.json, .md, .html, adversarial.npz
 """
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+# Attacks make many small model calls. OpenMP's default is to keep idle threads spinning,
+# which on a machine with other work (two cores, a busy laptop, a CI runner) makes a
+# small-batch forward pass 10-40x slower than on one thread; sleeping threads cost large
+# models nothing measurable. It only takes effect before torch loads, and a value the user
+# set wins.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pixelguard.attacks import Attack, AttackResult, create_attack, list_attacks  # noqa: E402
 from pixelguard.data import Dataset, load_data  # noqa: E402

@@ -64,9 +64,11 @@ def attack_text(run: AttackRun) -> str:
         for name, value in result.params.items()
         if name not in ("seed", "budget") and (name not in defaults or defaults[name] != value)
     ]
-    budget = (
-        "no query budget" if result.budget is None else f"budget {result.budget:,} queries/image"
-    )
+    if result.budget is not None:
+        budget = f"budget {result.budget:,} queries/image"
+    else:  # bounded by the attack's own settings (steps, generations); say what it spent
+        most = int(result.queries.max()) if result.queries.numel() else 0
+        budget = f"no query budget set, at most {most:,} queries spent per image"
     return f"{result.attack} ({', '.join([*changed, budget, f'seed {result.seed}'])})"
 
 

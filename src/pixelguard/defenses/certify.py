@@ -27,6 +27,7 @@ from torch import nn
 from pixelguard.checks import check_images, check_labels
 from pixelguard.defenses.ablation import ablation_masks, check_keep, encode_ablated
 from pixelguard.errors import ConfigError, ShapeError
+from pixelguard.metrics.intervals import clopper_pearson_lower
 from pixelguard.models.base import Capabilities, OutputKind
 from pixelguard.models.torch import TorchClassifier
 
@@ -74,19 +75,6 @@ def certified_radius(p_lower: torch.Tensor, pixels: int, keep: int) -> torch.Ten
     holds = p_lower.to(torch.float64).unsqueeze(1) - deltas.unsqueeze(0) > 0.5 + _ROUNDING_SLACK
     # Delta grows with rho, so the radii that hold form a prefix 0..r.
     return holds.sum(dim=1) - 1
-
-
-def clopper_pearson_lower(successes: torch.Tensor, trials: int, alpha: float) -> torch.Tensor:
-    """One-sided Clopper-Pearson lower bound: ``P(p >= bound) >= 1 - alpha``.
-
-    Shape:
-        successes: (N,) int in [0, trials] -> (N,) float64; 0 where there are none.
-    """
-    from scipy.stats import beta
-
-    counts = successes.detach().cpu().double().numpy()
-    bound = beta.ppf(alpha, counts, trials - counts + 1)
-    return torch.from_numpy(bound).nan_to_num(0.0).clamp(0.0, 1.0)
 
 
 class RandomizedAblation:

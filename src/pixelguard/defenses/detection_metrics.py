@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from pixelguard.defenses.certify import clopper_pearson_lower
 from pixelguard.errors import ConfigError, RangeError, ShapeError
+from pixelguard.metrics.intervals import binomial_interval
 
 logger = logging.getLogger(__name__)
 
@@ -160,36 +160,6 @@ def tpr_at_fpr(clean_scores: Scores, adv_scores: Scores, fpr: float) -> float:
     if adv.numel() == 0:
         raise ShapeError("no adversarial scores")
     return float((adv > threshold).double().mean())
-
-
-def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Two-sided Clopper-Pearson (exact binomial) interval for a rate seen as
-    ``successes`` of ``trials``.
-
-    It covers the true rate with probability at least ``confidence``. Each side is a
-    one-sided :func:`~pixelguard.defenses.certify.clopper_pearson_lower` bound at
-    ``(1 - confidence) / 2``; the upper one is 1 minus the lower bound of the
-    complementary rate. The lower bound is 0.0 with no successes, the upper 1.0
-    with nothing but successes.
-
-    Raises:
-        ConfigError: ``trials`` below 1, ``successes`` outside ``[0, trials]``, or
-            ``confidence`` outside (0, 1).
-
-    Example:
-        >>> [round(bound, 4) for bound in binomial_interval(5, 100)]
-        [0.0164, 0.1128]
-    """
-    if trials < 1 or not 0 <= successes <= trials:
-        raise ConfigError(
-            f"need 0 <= successes <= trials and trials >= 1, got {successes} of {trials}"
-        )
-    if not 0.0 < confidence < 1.0:
-        raise ConfigError(f"confidence must lie in (0, 1), got {confidence}")
-    alpha = (1.0 - confidence) / 2.0
-    counts = torch.tensor([successes, trials - successes])
-    lower, complement = clopper_pearson_lower(counts, trials, alpha).tolist()
-    return lower, 1.0 - complement
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from pixelguard.data.base import Dataset
-from pixelguard.defenses.certify import clopper_pearson_lower
 from pixelguard.errors import ConfigError
 from pixelguard.evaluate.attack_run import _check_arguments, _check_resume, _predict
 from pixelguard.evaluate.backends import ShardTask, check_backend, run_shards
@@ -50,6 +49,7 @@ from pixelguard.evaluate.suite import (
     parse_budget_label,
 )
 from pixelguard.metrics.classification import per_class_report
+from pixelguard.metrics.intervals import binomial_interval
 from pixelguard.models.base import Classifier, OutputKind
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ counts that shard's share of attacks done, short of its last image).
 def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
     """The :data:`CONFIDENCE_LEVEL` Clopper-Pearson interval of an accuracy over ``n`` images.
 
-    Exact (conservative) for the binomial: ``accuracy * n`` images correct of ``n``.
+    Exact (conservative) for the binomial: ``accuracy * n`` images correct of ``n``;
+    ``(0, 1)`` for no images.
 
     Example:
         >>> [round(v, 4) for v in accuracy_interval(0.0, 100)]
@@ -82,11 +83,7 @@ def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
     """
     if n < 1:
         return 0.0, 1.0
-    correct = round(accuracy * n)
-    tail = (1.0 - CONFIDENCE_LEVEL) / 2
-    counts = torch.tensor([correct, n - correct])
-    lower, upper_of_wrong = clopper_pearson_lower(counts, n, tail).tolist()
-    return lower, 1.0 - upper_of_wrong
+    return binomial_interval(round(accuracy * n), n, CONFIDENCE_LEVEL)
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,44 @@ def probabilities(scores: torch.Tensor, output: OutputKind) -> torch.Tensor:
     return scores
 
 
+def differentiable_scores(
+    x: torch.Tensor,
+    input_shape: tuple[int, int, int],
+    batch_size: int,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    what: str,
+) -> torch.Tensor:
+    """``forward`` over ``x`` in chunks of ``batch_size``, under autograd, checked.
+
+    The shared part of every differentiable adapter's ``logits``: ``x`` must have the
+    model's image shape, and each chunk must come back as finite ``(n, K)`` scores.
+
+    Shape:
+        x: (N, C, H, W) float32 -> (N, K) float32 on x's device.
+
+    Raises:
+        ModelError: ``x`` has another image shape, or ``what`` returned something
+            other than finite (n, K) scores with K >= 2.
+    """
+    if x.dim() != 4 or tuple(x.shape[1:]) != input_shape:
+        raise ModelError(
+            f"the model expects images of shape {input_shape}, got {tuple(x.shape)[1:]}"
+        )
+    chunks = []
+    for chunk in torch.split(x, batch_size):
+        out = forward(chunk)
+        if out.dim() != 2 or out.shape[0] != chunk.shape[0] or out.shape[1] < 2:
+            raise ModelError(
+                f"{what} returned shape {tuple(out.shape)} for {chunk.shape[0]} images; "
+                f"expected ({chunk.shape[0]}, K) scores with K >= 2"
+            )
+        chunks.append(out.to(device=x.device, dtype=torch.float32))
+    scores = torch.cat(chunks)
+    if not bool(torch.isfinite(scores.detach()).all()):
+        raise ModelError(f"{what} returned NaN or infinite scores")
+    return scores
+
+
 @dataclass(eq=False)
 class ArrayClassifier:
     """Shared adapter machinery: input spec, chunking, output-kind detection, checks.

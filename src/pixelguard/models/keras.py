@@ -37,6 +37,7 @@ from pixelguard.models.base import (
     Capabilities,
     InputSpec,
     OutputKind,
+    differentiable_scores,
     log_probabilities,
 )
 
@@ -277,24 +278,16 @@ class KerasClassifier(ArrayClassifier):
                 f"Keras on the {self.backend} backend offers no gradients; "
                 "set KERAS_BACKEND=torch before keras is imported"
             )
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ModelError(
-                f"the model expects images of shape {self.input_shape}, got {tuple(x.shape)[1:]}"
-            )
         output = self.capabilities.output
         pre_softmax = self._pre_softmax if output is OutputKind.PROBABILITIES else None
-        chunks = []
-        for chunk in torch.split(x, self.batch_size):
-            out = self._call(self.model if pre_softmax is None else pre_softmax, chunk)
-            if out.dim() != 2 or out.shape[0] != chunk.shape[0] or out.shape[1] < 2:
-                raise ModelError(
-                    f"the Keras model returned shape {tuple(out.shape)} for {chunk.shape[0]} "
-                    f"images; expected ({chunk.shape[0]}, K) scores with K >= 2"
-                )
-            chunks.append(out.to(device=x.device, dtype=torch.float32))
-        scores = torch.cat(chunks)
-        if not bool(torch.isfinite(scores.detach()).all()):
-            raise ModelError("the Keras model returned NaN or infinite scores")
+        network = self.model if pre_softmax is None else pre_softmax
+        scores = differentiable_scores(
+            x,
+            self.input_shape,
+            self.batch_size,
+            lambda chunk: self._call(network, chunk),
+            "the Keras model",
+        )
         if output is OutputKind.PROBABILITIES and pre_softmax is None:
             return log_probabilities(scores, output)
         return scores

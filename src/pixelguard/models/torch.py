@@ -15,6 +15,7 @@ from pixelguard.models.base import (
     Capabilities,
     InputSpec,
     OutputKind,
+    differentiable_scores,
     log_probabilities,
 )
 
@@ -120,23 +121,10 @@ class TorchClassifier(ArrayClassifier):
             ModelError: the input has the wrong image shape, or the module returned
                 something other than finite (N, K) scores.
         """
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_shape:
-            raise ModelError(
-                f"the model expects images of shape {self.input_shape}, got {tuple(x.shape)[1:]}"
-            )
         output = self.capabilities.output
-        chunks = []
-        for chunk in torch.split(x, self.batch_size):
-            out = self._forward(chunk)
-            if out.dim() != 2 or out.shape[0] != chunk.shape[0] or out.shape[1] < 2:
-                raise ModelError(
-                    f"the module returned shape {tuple(out.shape)} for {chunk.shape[0]} images; "
-                    f"expected ({chunk.shape[0]}, K) scores with K >= 2"
-                )
-            chunks.append(out.to(device=x.device, dtype=torch.float32))
-        scores = torch.cat(chunks)
-        if not bool(torch.isfinite(scores.detach()).all()):
-            raise ModelError("the module returned NaN or infinite scores")
+        scores = differentiable_scores(
+            x, self.input_shape, self.batch_size, self._forward, "the module"
+        )
         if output is OutputKind.PROBABILITIES:
             return log_probabilities(scores, output)
         return scores

@@ -46,6 +46,10 @@ def _histogram_text(histogram: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in histogram.items()) or "-"
 
 
+_THREAT_FIELDS = ("pixels", "eps", "norm")
+"""Settings shown whether or not they are the attack's defaults: the budget of the threat model."""
+
+
 def attack_text(run: AttackRun) -> str:
     """The attack that ran, to repeat it: its name, the parameters that differ from the
     attack's defaults, the query budget and the seed.
@@ -62,7 +66,8 @@ def attack_text(run: AttackRun) -> str:
     changed = [
         f"{name}={value}"
         for name, value in result.params.items()
-        if name not in ("seed", "budget") and (name not in defaults or defaults[name] != value)
+        if name not in ("seed", "budget")
+        and (name in _THREAT_FIELDS or name not in defaults or defaults[name] != value)
     ]
     if result.budget is not None:
         budget = f"budget {result.budget:,} queries/image"

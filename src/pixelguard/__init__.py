@@ -18,13 +18,14 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# Attacks make many small model calls. OpenMP's default is to keep idle threads spinning,
-# which on a machine with other work (two cores, a busy laptop, a CI runner) makes a
-# small-batch forward pass 10-40x slower than on one thread; sleeping threads cost large
-# models nothing measurable. It only takes effect before torch loads, and a value the user
-# set wins.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Attacks make many small model calls. Between them, OpenMP's idle threads spin for a
+# long while (GOMP_SPINCOUNT 300,000) before they sleep: on a machine with other work (a
+# busy laptop, a CI runner) they take the cores the running threads need, and small-batch
+# forward passes get many times slower. A short spin keeps most of spinning's gain on an
+# idle machine and loses little on a busy one (BENCHMARKS.md, "OpenMP threads"). It only
+# takes effect before torch loads, and a policy or spin count the user set wins.
+if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
+    _os.environ["GOMP_SPINCOUNT"] = "1000"
 
 from pixelguard.attacks import Attack, AttackResult, create_attack, list_attacks  # noqa: E402
 from pixelguard.data import Dataset, load_data  # noqa: E402

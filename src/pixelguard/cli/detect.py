@@ -14,6 +14,7 @@ from pixelguard.defenses.detect import create_detector, list_detectors
 from pixelguard.evaluate.detection import DetectionEvaluation, evaluate_detector
 from pixelguard.evaluate.files import write_json
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
+from pixelguard.parsing import parse_key_values
 
 DETECTOR_PANEL = "Detector options"
 
@@ -126,7 +127,7 @@ def detect_command(
 ) -> None:
     """Fit a detector on clean images, attack held-out ones, report how many it catches."""
     rates = parse_floats(fpr, "--fpr") or ()
-    settings = {"seed": seed, **opt.parse_key_values(detector_param or [], "--detector-param")}
+    settings = {"seed": seed, **parse_key_values(detector_param or [], "--detector-param")}
     attack = opt.build_attack(
         attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
     )

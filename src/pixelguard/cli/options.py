@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -28,9 +27,10 @@ from pixelguard.attacks.base import (
 from pixelguard.data import Dataset, load_data
 from pixelguard.defenses.spec import parse_defense
 from pixelguard.errors import ConfigError, DataError
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, parse_number
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, parse_number, parse_shape
 from pixelguard.models.loader import load_model
 from pixelguard.models.training import TrainProgress
+from pixelguard.parsing import parse_key_values
 
 logger = logging.getLogger(__name__)
 
@@ -202,20 +202,6 @@ def check_output_folder(path: Path, flag: str = "--out") -> Path:
     return path
 
 
-def parse_shape(text: str | None) -> tuple[int, int, int] | None:
-    """``"1,28,28"`` -> ``(1, 28, 28)``.
-
-    Raises:
-        ConfigError: not three positive integers.
-    """
-    if text is None:
-        return None
-    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
-    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"--input-shape must be C,H,W (three positive integers), got {text!r}")
-    return int(parts[0]), int(parts[1]), int(parts[2])
-
-
 def parse_ints(text: str, what: str) -> list[int]:
     """``"1,3,5"`` -> ``[1, 3, 5]``; ConfigError unless positive integers."""
     parts = [p for p in text.replace(" ", "").split(",") if p]
@@ -247,7 +233,7 @@ class ModelOptions:
         """
         return load_model(
             spec,
-            input_shape=parse_shape(self.input_shape),
+            input_shape=parse_shape(self.input_shape, "--input-shape"),
             layout=self.layout,
             scale=self.scale,
             mean=self.mean,
@@ -365,30 +351,6 @@ def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, An
         "class_names": dataset.class_names,
         **sampled,
     }
-
-
-def _parse_value(text: str) -> Any:
-    """A ``--param`` value: a JSON number, boolean or null, else the text itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_key_values(items: list[str], flag: str) -> dict[str, Any]:
-    """``key=value`` texts as a dict; keys with ``-`` become ``_``, values as in JSON when they parse.
-
-    Raises:
-        ConfigError: an item without ``=`` or with an empty key.
-    """
-    chosen: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"{flag} must be key=value, got {item!r}")
-        chosen[key] = _parse_value(value.strip())
-    return chosen
 
 
 DEFAULT_ATTACK = "sparse-rs"

@@ -20,6 +20,7 @@ from pixelguard.defenses.eot import ExpectationOverTransformation
 from pixelguard.defenses.preprocess import Preprocessor, create_preprocessor, preprocessors
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import Classifier
+from pixelguard.parsing import parse_value
 
 DefenseFactory = Callable[[Classifier], Classifier]
 """Wraps a model in the defense: ``factory(model) -> defended model``."""
@@ -83,15 +84,5 @@ def _settings(spec: str, text: str, cls: type[Preprocessor]) -> dict[str, Any]:
             raise ConfigError(
                 f"defense {cls.name} has no setting {key!r}; its settings: {', '.join(known)}"
             )
-        params[key] = _number_or_text(value.strip())
+        params[key] = parse_value(value.strip())
     return params
-
-
-def _number_or_text(text: str) -> int | float | str:
-    """``"3"`` -> 3, ``"0.4"`` -> 0.4, anything else stays text."""
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            continue
-    return text

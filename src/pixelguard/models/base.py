@@ -352,6 +352,27 @@ def parse_number(text: str) -> float:
     return float(numerator) / divisor
 
 
+def parse_shape(
+    shape: str | Sequence[int] | None, what: str = "input_shape"
+) -> tuple[int, int, int] | None:
+    """``"1,28,28"``, ``"1x28x28"`` or ``(1, 28, 28)`` as a ``(C, H, W)`` tuple (None stays None).
+
+    Raises:
+        ConfigError: not three positive whole numbers; ``what`` names the option.
+    """
+    if shape is None:
+        return None
+    parts = shape.replace("x", ",").replace(" ", "").split(",") if isinstance(shape, str) else shape
+    values = [p for p in parts if p != ""]
+    try:
+        sizes = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        sizes = ()
+    if len(sizes) != 3 or min(sizes) <= 0 or any(isinstance(v, float) and v % 1 for v in values):
+        raise ConfigError(f"{what} must be C,H,W (three positive whole numbers), got {shape!r}")
+    return sizes[0], sizes[1], sizes[2]
+
+
 def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
     """Parse ``"0.5,0.5,0.5"`` (or a sequence) into a tuple of floats for mean/std."""
     if text is None:
@@ -368,6 +389,3 @@ def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, 
     if not values:
         raise ConfigError(f"{what} is empty")
     return values
-
-
-ScoreFunction = Callable[[np.ndarray], np.ndarray]

@@ -37,6 +37,7 @@ from pixelguard.models.base import (
     InputSpec,
     OutputKind,
     parse_floats,
+    parse_shape,
 )
 from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.keras import (
@@ -187,7 +188,7 @@ def load_model(
         10
     """
     options = _Options(
-        input_shape=_parse_shape(input_shape),
+        input_shape=parse_shape(input_shape),
         layout=layout,
         scale=scale,
         mean=parse_floats(mean, "mean"),
@@ -195,7 +196,7 @@ def load_model(
         output=output,
         batch_size=batch_size,
         device=device,
-        data_shape=_parse_shape(data_shape, "data_shape"),
+        data_shape=parse_shape(data_shape, "data_shape"),
     )
     options.spec()  # validate layout/scale/std before loading anything
     if submitted_shape is None and crop is not None:
@@ -223,17 +224,6 @@ def _load_adapter(
             return _load_factory(path, factory, options)
         return _load_file(path, options, trust_pickle)
     return _from_object(spec, options, what=type(spec).__name__)
-
-
-def _parse_shape(
-    shape: Sequence[int] | None, what: str = "input_shape"
-) -> tuple[int, int, int] | None:
-    if shape is None:
-        return None
-    values = tuple(int(v) for v in shape)
-    if len(values) != 3 or min(values) <= 0:
-        raise ConfigError(f"{what} must be three positive sizes (C, H, W), got {shape}")
-    return (values[0], values[1], values[2])
 
 
 def _split_factory(spec: str | Path) -> tuple[Path, str | None]:

@@ -76,3 +76,9 @@ def missing_dependency(package: str, extra: str, feature: str) -> MissingDepende
         f"{feature} needs the optional package '{package}': pip install -e '.[{extra}]' in a "
         f"clone of pixelguard (pip install 'pixelguard[{extra}]' where it came from a package index)"
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -464,3 +464,20 @@ def test_a_keras_model_object_and_a_factory_returning_one_load_as_keras(trained,
     built = load_model(f"{factory}:make_model")
     assert isinstance(built, KerasClassifier)
     np.testing.assert_allclose(built.predict(x[:16]).numpy(), expected, atol=1e-5)
+
+
+def test_a_model_with_an_open_image_size_takes_the_datas(tmp_path) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((None, None, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(10),
+        ]
+    )
+    path = tmp_path / "open.keras"
+    model.save(path)
+    assert load_model(path, data_shape=(1, 8, 8)).input_shape == (1, 8, 8)
+    with pytest.raises(ConfigError, match=r"--input-shape C,H,W"):
+        load_model(path)

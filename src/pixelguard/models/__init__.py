@@ -12,11 +12,12 @@ from pixelguard.models.base import (
     OutputKind,
 )
 from pixelguard.models.callable import CallableClassifier
-from pixelguard.models.keras import KerasClassifier, SavedModelClassifier
+from pixelguard.models.keras import KerasClassifier
 from pixelguard.models.loader import load_model
 from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.queries import QueryCounter
 from pixelguard.models.resize import ResizeInput
+from pixelguard.models.saved_model import SavedModelClassifier
 from pixelguard.models.sklearn import SklearnClassifier
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.training import train_classifier

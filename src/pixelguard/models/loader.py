@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pixelguard.errors import ConfigError, ModelError, PixelguardError, UnsafeLoadError
+from pixelguard.errors import ConfigError, ModelError, PixelguardError, UnsafeLoadError, first_line
 from pixelguard.models.base import (
     DEFAULT_BATCH_SIZE,
     Classifier,
@@ -40,15 +40,10 @@ from pixelguard.models.base import (
     parse_shape,
 )
 from pixelguard.models.callable import CallableClassifier
-from pixelguard.models.keras import (
-    KERAS_SUFFIXES,
-    KerasClassifier,
-    SavedModelClassifier,
-    is_saved_model,
-    load_keras_file,
-)
+from pixelguard.models.keras import KERAS_SUFFIXES, KerasClassifier, load_keras_file
 from pixelguard.models.onnx import OnnxClassifier
 from pixelguard.models.resize import ResizeInput
+from pixelguard.models.saved_model import SavedModelClassifier, is_saved_model
 from pixelguard.models.sklearn import SklearnClassifier
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.zoo import CHECKPOINT_FORMAT, checkpoint_from_dict, torch_load_failure
@@ -248,7 +243,7 @@ def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
         except PixelguardError as exc:
             raise ConfigError(
                 f"{what} does not record its input size and fails on the data's images of "
-                f"shape {options.data_shape} ({_first_line(exc)}); pass --input-shape C,H,W "
+                f"shape {options.data_shape} ({first_line(exc)}); pass --input-shape C,H,W "
                 "(input_shape=) with the size it takes"
             ) from exc
     return model
@@ -343,6 +338,7 @@ def _keras_settings(options: _Options) -> dict[str, Any]:
         "std": options.std,
         "output": options.output,
         "batch_size": options.batch_size,
+        "open_shape": options.data_shape,
     }
 
 
@@ -354,7 +350,7 @@ def _load_torch_file(path: Path, options: _Options, trust_pickle: bool) -> Class
                 str(path), map_location=options.device or "cpu"
             )
         except RuntimeError as exc:
-            raise ModelError(f"cannot load TorchScript file {path}: {_first_line(exc)}") from exc
+            raise ModelError(f"cannot load TorchScript file {path}: {first_line(exc)}") from exc
         return _from_object(module, options, what=f"TorchScript file {path}")
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
@@ -507,8 +503,3 @@ def _load_http(url: str, options: _Options, http_config: str | Path | None) -> C
         output=options.output,
     )
     return result
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

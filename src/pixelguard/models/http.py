@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pixelguard import __version__
+from pixelguard._version import __version__
 from pixelguard.checks import check_images
 from pixelguard.errors import ConfigError, ModelError, QueryBudgetExceeded, ShapeError
 from pixelguard.models.base import Capabilities, OutputKind, detect_output_kind

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pixelguard
+from pixelguard._version import __version__
 from pixelguard.errors import ReportError
 from pixelguard.evaluate.files import write_json, write_text
 from pixelguard.evaluate.runner import CONFIDENCE_LEVEL, EVALUATION_SCHEMA, Evaluation
@@ -54,7 +54,7 @@ def evaluation_report(evaluation: Evaluation) -> dict[str, Any]:
     """:meth:`Evaluation.to_dict` with the pixelguard version and the time, as report.json holds it."""
     return {
         **evaluation.to_dict(),
-        "pixelguard_version": pixelguard.__version__,
+        "pixelguard_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

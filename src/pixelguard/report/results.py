@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pixelguard
+from pixelguard._version import __version__
 from pixelguard.evaluate.attack_run import AttackRun
 from pixelguard.evaluate.files import write_json
 
@@ -39,7 +39,7 @@ _HEADLINE = (
 def _header() -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "pixelguard_version": pixelguard.__version__,
+        "pixelguard_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 

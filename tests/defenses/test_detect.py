@@ -19,7 +19,7 @@ from pixelguard.defenses.detect import (
 )
 from pixelguard.defenses.detection_metrics import binomial_interval, roc_auc
 from pixelguard.errors import ConfigError
-from pixelguard.evaluate.detection import evaluate_detector
+from pixelguard.workflows.detection import evaluate_detector
 
 
 def _binomial_slack(p: float, n: int) -> float:

@@ -13,9 +13,9 @@ from pixelguard.cli.output import files_line, number, percent
 from pixelguard.defenses.ablation import AblationBase, load_ablation_base
 from pixelguard.defenses.certify import RandomizedAblation
 from pixelguard.errors import ConfigError
-from pixelguard.evaluate.certification import Certification, certify_dataset, train_ablation_base
-from pixelguard.evaluate.files import write_json
+from pixelguard.files import write_json
 from pixelguard.models.zoo import list_archs
+from pixelguard.workflows.certification import Certification, certify_dataset, train_ablation_base
 
 CERTIFY_PANEL = "Certification options"
 TRAIN_PANEL = "Base classifier training (--train-base)"

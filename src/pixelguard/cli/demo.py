@@ -13,8 +13,8 @@ from pixelguard.cli import options as opt
 from pixelguard.cli.output import number, percent, seconds
 from pixelguard.data import load_digits
 from pixelguard.evaluate.attack_run import AttackRun, attack_dataset
-from pixelguard.evaluate.demo import demo_model
 from pixelguard.report import write_run_reports, write_summary_json
+from pixelguard.workflows.demo import demo_model
 
 ARCH = "small-cnn"
 SEED = 0

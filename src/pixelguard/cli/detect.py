@@ -11,10 +11,10 @@ import typer
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
 from pixelguard.defenses.detect import create_detector, list_detectors
-from pixelguard.evaluate.detection import DetectionEvaluation, evaluate_detector
-from pixelguard.evaluate.files import write_json
+from pixelguard.files import write_json
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
 from pixelguard.parsing import parse_key_values
+from pixelguard.workflows.detection import DetectionEvaluation, evaluate_detector
 
 DETECTOR_PANEL = "Detector options"
 

@@ -11,15 +11,15 @@ import typer
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
 from pixelguard.defenses.harden import parse_threat
-from pixelguard.evaluate.files import write_json
-from pixelguard.evaluate.hardening import (
+from pixelguard.files import write_json
+from pixelguard.report.evaluation import write_evaluation_report
+from pixelguard.workflows.hardening import (
     RobustnessComparison,
     compare_robustness,
     harden_checkpoint,
     hardening_state_path,
     load_trainable_checkpoint,
 )
-from pixelguard.report.evaluation import write_evaluation_report
 
 TRAIN_PANEL = "Training options"
 EVALUATION_PANEL = "Evaluation options"

@@ -9,8 +9,8 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import percent, seconds
-from pixelguard.evaluate.training import train_on_dataset
 from pixelguard.models.zoo import list_archs
+from pixelguard.workflows.training import train_on_dataset
 
 VAL_FRACTION = 0.1
 """Share of the training images held out when the data has no test split."""

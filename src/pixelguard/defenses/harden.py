@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import pickle
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from pixelguard.attacks.pgd import PGD
 from pixelguard.attacks.sparse_pgd import SparsePGD
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ConfigError
+from pixelguard.files import atomic_write
 from pixelguard.models.training import TrainProgress
 
 logger = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ def _save_state(
     generator: torch.Generator,
     history: list[dict[str, float | None]],
 ) -> None:
-    """Write the training state atomically (a temporary file, then a rename)."""
+    """Write the training state atomically (see :func:`~pixelguard.files.atomic_write`)."""
     payload = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
@@ -333,10 +333,7 @@ def _save_state(
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def _load_state(

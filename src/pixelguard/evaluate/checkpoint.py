@@ -28,8 +28,8 @@ import torch
 from pixelguard.attacks.base import Attack, AttackResult
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ConfigError, DataError
-from pixelguard.evaluate.files import write_json, write_npz
 from pixelguard.evaluate.merge import tensor_fields
+from pixelguard.files import write_json, write_npz
 from pixelguard.models.base import Classifier, OutputKind
 
 logger = logging.getLogger(__name__)

@@ -24,11 +24,9 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -46,6 +44,7 @@ from PIL import Image
 from pixelguard._version import __version__
 from pixelguard.checks import check_images
 from pixelguard.errors import ConfigError, ModelError, QueryBudgetExceeded, ShapeError
+from pixelguard.files import atomic_write
 from pixelguard.models.base import Capabilities, OutputKind, detect_output_kind
 from pixelguard.models.http_config import (
     EndpointConfig,
@@ -233,22 +232,13 @@ class _ScoreCache:
                 return
             keys = np.array(list(self._rows), dtype="<U64")
             scores = np.stack(list(self._rows.values())).astype(np.float32)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.savez(
-                        fh,
-                        keys=keys,
-                        scores=scores,
-                        endpoint=np.array(self.fingerprint),
-                        version=np.array(_CACHE_VERSION),
-                    )
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            fields = {
+                "keys": keys,
+                "scores": scores,
+                "endpoint": np.array(self.fingerprint),
+                "version": np.array(_CACHE_VERSION),
+            }
+            atomic_write(self.path, lambda handle: np.savez(handle, **fields))  # type: ignore[arg-type]
             self._dirty = False
 
     def _load_jsonl(self, path: Path) -> None:

@@ -12,8 +12,8 @@ import torch
 
 from pixelguard.errors import ReportError, ShapeError
 from pixelguard.evaluate.attack_run import AttackRun
-from pixelguard.evaluate.files import write_npz
 from pixelguard.evaluate.runner import Evaluation
+from pixelguard.files import write_npz
 
 
 def attacked_originals(run: AttackRun, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pixelguard.errors import ConfigError
-from pixelguard.evaluate.files import write_text
+from pixelguard.files import write_text
 from pixelguard.report.evaluation import read_evaluation_report
 from pixelguard.report.evaluation_html import headline_tiles, verdict
 from pixelguard.report.html import (

@@ -15,8 +15,8 @@ from typing import Any
 
 from pixelguard._version import __version__
 from pixelguard.errors import ReportError
-from pixelguard.evaluate.files import write_json, write_text
 from pixelguard.evaluate.runner import CONFIDENCE_LEVEL, EVALUATION_SCHEMA, Evaluation
+from pixelguard.files import write_json, write_text
 from pixelguard.report.arrays import EvaluationArrays, read_evaluation_npz, write_evaluation_npz
 from pixelguard.report.evaluation_html import (
     NO_ARRAYS,

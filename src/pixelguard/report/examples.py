@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pixelguard.errors import ConfigError
 from pixelguard.evaluate.attack_run import AttackRun
-from pixelguard.evaluate.files import atomic_write
+from pixelguard.files import atomic_write
 from pixelguard.metrics.distances import changed_pixels
 from pixelguard.report.arrays import attacked_originals
 from pixelguard.report.images import to_rgb

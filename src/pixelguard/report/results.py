@@ -9,7 +9,7 @@ from typing import Any
 
 from pixelguard._version import __version__
 from pixelguard.evaluate.attack_run import AttackRun
-from pixelguard.evaluate.files import write_json
+from pixelguard.files import write_json
 
 SCHEMA_VERSION = "1.1"
 """Version of the results.json layout; bumped on any change a reader must know about.

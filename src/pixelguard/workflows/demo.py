@@ -11,9 +11,9 @@ from typing import Any
 
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ModelError
-from pixelguard.evaluate.training import train_on_dataset
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.zoo import load_checkpoint
+from pixelguard.workflows.training import train_on_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pixelguard.defenses.harden import HardenedModel, ThreatModel, harden
 from pixelguard.errors import ConfigError, ModelError
 from pixelguard.evaluate.runner import Evaluation, evaluate
 from pixelguard.evaluate.suite import Suite, SuiteEntry, budget_label, build_suite
-from pixelguard.evaluate.training import TrainedModel
 from pixelguard.models.base import Classifier, InputSpec
 from pixelguard.models.zoo import load_checkpoint
+from pixelguard.workflows.training import TrainedModel
 
 
 def threat_suite(

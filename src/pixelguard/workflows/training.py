@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from torch import nn
 
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ShapeError
+from pixelguard.files import replaced_atomically
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, InputSpec
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.training import TrainProgress, train_classifier
@@ -45,29 +45,26 @@ class TrainedModel:
         )
 
     def save(self, path: str | Path) -> Path:
-        """Write a pixelguard checkpoint atomically (a temporary file, then a rename).
+        """Write a pixelguard checkpoint atomically (see :func:`~pixelguard.files.replaced_atomically`).
 
         ``pixelguard attack --model PATH`` then needs no model options.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_checkpoint(
-            tmp,
-            self.module,
-            arch=self.arch,
-            arch_params={
-                "in_channels": self.input_shape[0],
-                "num_classes": self.num_classes,
-                "image_size": list(self.input_shape[1:]),
-            },
-            input_shape=self.input_shape,
-            class_names=self.class_names,
-            spec=InputSpec(),
-            metrics=self.metrics,
-        )
-        os.replace(tmp, path)
-        return path
+        with replaced_atomically(path) as tmp:
+            save_checkpoint(
+                tmp,
+                self.module,
+                arch=self.arch,
+                arch_params={
+                    "in_channels": self.input_shape[0],
+                    "num_classes": self.num_classes,
+                    "image_size": list(self.input_shape[1:]),
+                },
+                input_shape=self.input_shape,
+                class_names=self.class_names,
+                spec=InputSpec(),
+                metrics=self.metrics,
+            )
+        return Path(path)
 
 
 def train_on_dataset(

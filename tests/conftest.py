@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from pixelguard.models.base import Classifier, ClassifierWrapper
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.training import train_classifier
-
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 # The test models are tiny: one thread is as fast as two, and immune to a busy machine.
 torch.set_num_threads(1)
@@ -33,7 +30,9 @@ def digits() -> tuple[torch.Tensor, torch.Tensor]:
 def digits_model(digits: tuple[torch.Tensor, torch.Tensor]) -> TorchClassifier:
     """A small CNN trained for a few seconds on the first 1,400 digits (over 90% on the rest)."""
     x, y = digits
-    module, _ = train_classifier(x[:1400], y[:1400], arch="small-cnn", epochs=12, lr=2e-3, batch_size=64)
+    module, _ = train_classifier(
+        x[:1400], y[:1400], arch="small-cnn", epochs=12, lr=2e-3, batch_size=64
+    )
     return TorchClassifier(module, (1, 8, 8), batch_size=4096)
 
 
@@ -43,3 +42,45 @@ def correct_digits(digits, digits_model) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = digits[0][1400:], digits[1][1400:]
     keep = digits_model.predict(x).argmax(dim=1) == y
     return x[keep], y[keep]
+
+
+class ImageQueryCounter(ClassifierWrapper):
+    """Counts the model's queries per clean image on its own, without pixelguard's counter.
+
+    Every row the model is asked about is matched to the clean image it was made from:
+    the one it is closest to (changed pixels for ``"l0"``, largest change for
+    ``"linf"``), which must lie within ``radius`` of it and be the only one there. So
+    the counts also check that every query respects the threat model.
+    """
+
+    def __init__(self, model: Classifier, x: torch.Tensor, norm: str, radius: float) -> None:
+        super().__init__(model)
+        self.x = x.flatten(1)
+        self.norm = norm
+        self.radius = radius
+        self.per_image = torch.zeros(x.shape[0], dtype=torch.int64)
+
+    def _attribute(self, rows: torch.Tensor) -> None:
+        diff = (rows.detach().flatten(1).unsqueeze(1) - self.x.unsqueeze(0)).abs()
+        dist = (diff > 0).sum(dim=2).float() if self.norm == "l0" else diff.amax(dim=2)
+        two = dist.topk(min(2, self.x.shape[0]), dim=1, largest=False)
+        assert bool((two.values[:, 0] <= self.radius + 1e-6).all()), (
+            "a query outside the threat model"
+        )
+        if self.x.shape[0] > 1:
+            assert bool((two.values[:, 1] > self.radius + 1e-6).all()), "a query matches two images"
+        self.per_image += torch.bincount(two.indices[:, 0], minlength=self.x.shape[0])
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self._attribute(x)
+        return self.model.predict(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        self._attribute(x)
+        return self.model.logits(x)
+
+
+@pytest.fixture
+def count_queries():
+    """``count_queries(model, x, norm, radius)``: an :class:`ImageQueryCounter` around ``model``."""
+    return ImageQueryCounter

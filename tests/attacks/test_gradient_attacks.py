@@ -46,8 +46,9 @@ def test_linf_successes_are_verified_and_within_eps(digits_model, batch, attack)
     assert result.attack == attack.name and result.params["eps"] == 0.15
 
 
-@pytest.mark.parametrize("attack", [FGSM(norm="l2", eps=0.8), PGD(norm="l2", eps=0.8, steps=10)],
-                         ids=["fgsm", "pgd"])
+@pytest.mark.parametrize(
+    "attack", [FGSM(norm="l2", eps=0.8), PGD(norm="l2", eps=0.8, steps=10)], ids=["fgsm", "pgd"]
+)
 def test_l2_successes_are_verified_and_within_eps(digits_model, batch, attack):
     x, y = batch
     x_before = x.clone()
@@ -69,11 +70,16 @@ def test_sparse_pgd_changes_at_most_k_pixels(digits_model, batch, pixels):
     assert int(result.l0_pixels[result.success].min()) >= 1
 
 
-def test_query_budget_is_never_exceeded(digits_model, batch):
+def test_query_budget_is_never_exceeded(digits_model, batch, count_queries):
     x, y = batch
-    result = PGD(eps=0.05, steps=40, restarts=3, budget=12).run(digits_model, x, y)
+    model = count_queries(digits_model, x, "linf", 0.05)
+    result = PGD(eps=0.05, steps=40, restarts=3, budget=12).run(model, x, y)
     check_attack_result(result, digits_model, x, max_linf=0.05, budget=12)
-    assert int(result.queries.max()) == 12, "the robust images should use their whole budget"
+    # Counted at the model itself: the attack's queries, then two verification passes.
+    assert torch.equal(model.per_image - 2, result.queries), "queries are reported as spent"
+    assert bool((result.queries[~result.success] == 12).all()), "robust images use the budget"
+    # Fooled images stop at their first success (seeds 0-4: 5.7 to 7.3 queries on average).
+    assert float(result.queries[result.success].float().mean()) < 10, "fooled images stop early"
 
 
 def test_query_accounting_one_per_gradient_and_one_final_check(digits_model, batch):
@@ -98,19 +104,21 @@ def test_images_already_misclassified_cost_only_the_clean_query(digits_model, ba
 # --- strength ------------------------------------------------------------------------
 
 
-def test_pgd_is_at_least_as_strong_as_fgsm(digits_model, batch):
+def test_pgd_is_clearly_stronger_than_fgsm(digits_model, batch):
     x, y = batch
-    for eps in (0.05, 0.1, 0.15):
-        fgsm = FGSM(eps=eps).run(digits_model, x, y).success_rate
-        pgd = PGD(eps=eps, steps=20).run(digits_model, x, y).success_rate
-        assert pgd >= fgsm, f"eps={eps}: pgd {pgd} < fgsm {fgsm}"
-        if eps == 0.15:
-            assert pgd > fgsm + 0.05, f"eps={eps}: pgd {pgd} not clearly above fgsm {fgsm}"
+    # Of 60 images, seeds 0-4: eps 0.1 FGSM 22, PGD 27-28; eps 0.15 FGSM 42, PGD 49-50.
+    for eps, margin in ((0.1, 3), (0.15, 5)):
+        fgsm = FGSM(eps=eps).run(digits_model, x, y)
+        pgd = PGD(eps=eps, steps=20, restarts=3).run(digits_model, x, y)
+        gap = int(pgd.success.sum()) - int(fgsm.success.sum())
+        assert gap >= margin, f"eps={eps}: pgd fools only {gap} image(s) more than fgsm"
 
 
 def test_success_grows_with_eps(digits_model, batch):
     x, y = batch
-    rates = [PGD(eps=eps, steps=10).run(digits_model, x, y).success_rate for eps in (0.05, 0.15, 0.3)]
+    rates = [
+        PGD(eps=eps, steps=10).run(digits_model, x, y).success_rate for eps in (0.05, 0.15, 0.3)
+    ]
     assert rates[0] < rates[1] < rates[2] and rates[2] > 0.95
 
 
@@ -145,7 +153,11 @@ def test_sparse_pgd_beats_random_corner_noise(digits_model, batch):
 
 @pytest.mark.parametrize(
     "attack",
-    [PGD(eps=0.3, steps=20), GradientDescent(eta=0.01, steps=30), SparsePGD(pixels=5, steps=10, restarts=2)],
+    [
+        PGD(eps=0.3, steps=20),
+        GradientDescent(eta=0.01, steps=30),
+        SparsePGD(pixels=5, steps=10, restarts=2),
+    ],
     ids=["pgd", "gradient-descent", "sparse-pgd"],
 )
 def test_targeted_success_means_target_reached(digits_model, batch, attack):
@@ -181,7 +193,10 @@ def test_gradient_descent_needs_a_target(digits_model, batch):
 
 @pytest.mark.parametrize(
     "make",
-    [lambda r: PGD(eps=0.12, steps=3, step_size=0.02, restarts=r), lambda r: SparsePGD(pixels=2, steps=5, restarts=r)],
+    [
+        lambda r: PGD(eps=0.12, steps=3, step_size=0.02, restarts=r),
+        lambda r: SparsePGD(pixels=2, steps=5, restarts=r),
+    ],
     ids=["pgd", "sparse-pgd"],
 )
 def test_restarts_never_lower_success(digits_model, batch, make):
@@ -207,7 +222,9 @@ def test_same_seed_same_result_other_seed_differs(digits_model, batch, name):
 def test_progress_is_monotone_and_finishes(digits_model, batch):
     x, y = batch
     calls: list[tuple[int, int]] = []
-    PGD(eps=0.1, steps=5, restarts=2).run(digits_model, x, y, progress=lambda d, t: calls.append((d, t)))
+    PGD(eps=0.1, steps=5, restarts=2).run(
+        digits_model, x, y, progress=lambda d, t: calls.append((d, t))
+    )
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1] == (x.shape[0], x.shape[0])
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -34,7 +36,9 @@ def test_untargeted_successes_are_verified_and_within_budgets(digits_model, batc
 
 def test_more_pixels_fool_more_images(digits_model, batch):
     x, y = batch
-    rates = [PixelDE(pixels=k, seed=0, **SMALL).run(digits_model, x, y).success_rate for k in (1, 3, 5)]
+    rates = [
+        PixelDE(pixels=k, seed=0, **SMALL).run(digits_model, x, y).success_rate for k in (1, 3, 5)
+    ]
     assert rates[0] < rates[1] <= rates[2]
     assert rates[2] >= 0.5
 
@@ -66,12 +70,18 @@ def test_same_seed_same_result_and_other_seed_differs(digits_model, batch):
     assert not torch.equal(a.queries, c.queries)
 
 
-def test_budget_is_never_exceeded_and_caps_generations(digits_model, batch):
+def test_budget_is_never_exceeded_and_caps_generations(digits_model, batch, count_queries):
     x, y = batch
-    result = PixelDE(pixels=1, population=40, generations=100, budget=250, seed=0).run(digits_model, x, y)
-    assert int(result.queries.max()) <= 250
-    # The clean query, then at most 249 // 10 slices of 10 candidates each.
-    assert int(result.queries.max()) == 1 + (249 // 10) * 10
+    model = count_queries(digits_model, x, "l0", 1)
+    result = PixelDE(pixels=1, population=40, generations=100, budget=250, seed=0).run(model, x, y)
+    # Counted at the model itself: the attack's queries, then two verification passes.
+    assert torch.equal(model.per_image - 2, result.queries), "queries are reported as spent"
+    # The clean query, then slices of 10 candidates while a whole slice fits the budget.
+    assert bool(((result.queries - 1) % 10 == 0).all())
+    cap = 1 + (249 // 10) * 10
+    assert bool((result.queries[~result.success] == cap).all()) and not result.success.all()
+    # ... and a fooled image stops at the slice that fooled it.
+    assert float(result.queries[result.success].float().mean()) < cap / 2
 
 
 def test_early_stop_spends_few_queries_on_easy_images(digits_model, batch):
@@ -91,20 +101,71 @@ def test_already_misclassified_image_costs_one_query_and_no_pixels(digits_model,
     assert bool(result.success[0]) and int(result.queries[0]) == 1 and int(result.l0_pixels[0]) == 0
 
 
-def test_vectorised_matches_per_image_runs(digits_model, batch):
-    """The batched attack is the same algorithm as a run on each image alone."""
-    x, y = batch
-    attack = PixelDE(pixels=1, seed=3, **SMALL)
-    batched = attack.run(digits_model, x, y).success.float().mean()
-    single = torch.stack(
-        [attack.run(digits_model, x[i : i + 1], y[i : i + 1]).success[0] for i in range(len(y))]
-    ).float().mean()
-    # Different random streams: equal up to sampling noise (binomial sd ~ 0.08 at n=40).
-    assert abs(float(batched) - float(single)) <= 0.2
+def _with_fillers(x, y, fillers_x, fillers_y, every: int):
+    """``x`` with already-misclassified fillers between its images: image ``i`` at
+    position ``every * i + 1``, fillers everywhere else."""
+    n = x.shape[0]
+    at = torch.arange(n) * every + 1
+    size = n * every
+    big_x = torch.empty((size, *x.shape[1:]))
+    big_y = torch.empty(size, dtype=torch.int64)
+    rest = torch.ones(size, dtype=torch.bool)
+    rest[at] = False
+    big_x[at], big_y[at] = x, y
+    big_x[rest], big_y[rest] = fillers_x[: size - n], fillers_y[: size - n]
+    return big_x, big_y, at, rest
+
+
+def _assert_same_per_image(a, b):
+    for name in ("success", "queries", "x_adv", "l0_pixels", "pred_after"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    torch.testing.assert_close(a.conf_after, b.conf_after)
+
+
+def test_vectorised_matches_per_image_runs(digits_model, correct_digits):
+    """The batched attack is the same algorithm as a run on each image alone.
+
+    Images the clean query already finds misclassified leave the search at once and
+    draw no random numbers, so fillers between the attacked images change nothing:
+    each image must get exactly what it gets without them, and an image among
+    fillers exactly what a run on it alone gives. Any mix-up between an image's row
+    in the search and its index in the batch (labels, owners, budgets, early stops,
+    winners written to the wrong image) breaks the equality.
+    """
+    x, y = correct_digits
+    xs, ys = x[:12], y[:12]
+    # Correctly classified digits given a wrong label: fooled by the clean query.
+    fill_x, fill_y = x[40:80], (y[40:80] + 1) % 10
+    attack = PixelDE(pixels=1, seed=3, budget=500, **SMALL)  # a budget that binds
+
+    plain = attack.run(digits_model, xs, ys)
+    assert 0 < int(plain.success.sum()) < 12, "both outcomes should be compared"
+    big_x, big_y, at, rest = _with_fillers(xs, ys, fill_x, fill_y, every=3)
+    mixed = attack.run(digits_model, big_x, big_y)
+    _assert_same_per_image(_select(mixed, at), plain)
+    assert bool(mixed.success[rest].all()) and bool((mixed.queries[rest] == 1).all())
+    assert torch.equal(mixed.x_adv[rest], big_x[rest])
+
+    for i in range(4):
+        alone = attack.run(digits_model, xs[i : i + 1], ys[i : i + 1])
+        one_x, one_y, one_at, _ = _with_fillers(xs[i : i + 1], ys[i : i + 1], fill_x, fill_y, 5)
+        among = attack.run(digits_model, one_x, one_y)
+        _assert_same_per_image(_select(among, one_at), alone)
+
+
+def _select(result, index):
+    return SimpleNamespace(
+        **{
+            name: getattr(result, name)[index]
+            for name in ("success", "queries", "x_adv", "l0_pixels", "pred_after", "conf_after")
+        }
+    )
 
 
 def test_empty_batch(digits_model):
-    result = PixelDE(**SMALL).run(digits_model, torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long))
+    result = PixelDE(**SMALL).run(
+        digits_model, torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)
+    )
     assert result.n_images == 0 and result.success_rate == 0.0
 
 
@@ -122,8 +183,15 @@ def test_bad_inputs_raise_typed_errors(digits_model, batch):
 
 @pytest.mark.parametrize(
     "params",
-    [{"pixels": 0}, {"population": 3}, {"mutation": 0}, {"crossover": 1.5}, {"loss": "hinge"},
-     {"budget": 0}, {"checks_per_generation": 0}],
+    [
+        {"pixels": 0},
+        {"population": 3},
+        {"mutation": 0},
+        {"crossover": 1.5},
+        {"loss": "hinge"},
+        {"budget": 0},
+        {"checks_per_generation": 0},
+    ],
 )
 def test_invalid_configuration_is_refused(params):
     with pytest.raises(ConfigError):
@@ -142,7 +210,10 @@ def test_labels_only_model_is_refused_with_a_clear_error(digits_model, batch):
 
 def test_crossover_and_probability_loss_variants_work(digits_model, batch):
     x, y = batch
-    for attack in (PixelDE(pixels=3, crossover=0.7, **SMALL), PixelDE(pixels=3, loss="probability", **SMALL)):
+    for attack in (
+        PixelDE(pixels=3, crossover=0.7, **SMALL),
+        PixelDE(pixels=3, loss="probability", **SMALL),
+    ):
         result = attack.run(digits_model, x, y)
         check_attack_result(result, digits_model, x, max_pixels=3)
         assert result.success.any()

@@ -61,8 +61,14 @@ def test_corner_search_fools_at_least_as_many_as_one_pixel_de(digits_model, batc
     x, y = batch
     corners = CornerSearch().run(digits_model, x, y)
     de = PixelDE(pixels=1, population=100, generations=20).run(digits_model, x, y)
-    assert corners.success_rate >= de.success_rate
-    assert int(corners.queries.max()) <= 128 < int(de.queries.max())
+    # Image by image: whatever one-pixel DE fools, the exact corner scan fools too.
+    assert de.success.any() and bool((de.success <= corners.success).all())
+    # ... for far fewer queries (seeds 0-4 of DE: about 21 times fewer in all, and 3.1
+    # to 5.0 times fewer on the images both fool).
+    assert int(corners.queries.max()) <= 128
+    assert 10 * int(corners.queries.sum()) < int(de.queries.sum())
+    both = corners.success & de.success
+    assert 2 * float(corners.queries[both].float().mean()) < float(de.queries[both].float().mean())
 
 
 @pytest.mark.parametrize("pixels", [3, 5])
@@ -75,13 +81,18 @@ def test_sparse_rs_successes_are_verified_and_use_corner_colours(digits_model, b
     assert bool(((result.x_adv[changed] == 0) | (result.x_adv[changed] == 1)).all())
 
 
-def test_sparse_rs_single_pixel_uses_the_exact_scan(digits_model, batch):
+def test_sparse_rs_single_pixel_uses_the_exact_scan(digits_model, batch, count_queries):
     x, y = batch
     rs = SparseRS(pixels=1, seed=0).run(digits_model, x, y)
     scan = CornerSearch(seed=0).run(digits_model, x, y)
     assert torch.equal(rs.success, scan.success)
-    limited = SparseRS(pixels=1, steps=20, budget=21, seed=0).run(digits_model, x, y)
-    assert int(limited.queries.max()) <= 21
+    model = count_queries(digits_model, x, "l0", 1)
+    limited = SparseRS(pixels=1, steps=20, budget=21, seed=0).run(model, x, y)
+    # Counted at the model itself: the attack's queries, then two verification passes.
+    assert torch.equal(model.per_image - 2, limited.queries), "queries are reported as spent"
+    assert bool((limited.queries[~limited.success] == 21).all()), "unfooled images use the budget"
+    # Fooled images stop at their first success (seeds 0-4: 7.4 to 11.2 queries on average).
+    assert float(limited.queries[limited.success].float().mean()) < 16
 
 
 def test_sparse_rs_targeted_and_deterministic(digits_model, batch):

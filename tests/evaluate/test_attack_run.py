@@ -166,10 +166,24 @@ def test_a_good_model_and_a_few_images_are_not_warned_about(
     assert "near chance" not in caplog.text
 
 
-def test_a_seed_of_none_is_drawn_once_for_every_chunk(digits_model, held_out):
+def test_a_seed_of_none_is_drawn_once_for_every_chunk(digits_model, held_out, monkeypatch):
+    seeds: list[int | None] = []
+    real_run = PixelDE.run
+
+    def recording_run(self: PixelDE, *args, **kwargs):
+        seeds.append(self.seed)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(PixelDE, "run", recording_run)
     attack = PixelDE(pixels=1, population=20, generations=1, seed=None)
     run = attack_dataset(digits_model, held_out, attack, limit=6, chunk_size=2)
-    assert isinstance(run.result.seed, int) and run.result.params["seed"] == run.result.seed
+    assert len(seeds) == 3, "one attack run per chunk"
+    assert isinstance(seeds[0], int) and seeds == [seeds[0]] * 3, f"chunks got seeds {seeds}"
+    assert run.result.seed == seeds[0] and run.result.params["seed"] == seeds[0]
+    monkeypatch.undo()
+    # The run is the one that seed, given up front, repeats image for image.
+    fixed = dataclasses.replace(attack, seed=seeds[0])
+    _same_results(run, attack_dataset(digits_model, held_out, fixed, limit=6, chunk_size=2))
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,6 @@ import io
 import json
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -68,7 +67,6 @@ class Fault:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
-    sleep_s: float = 0.0
 
 
 @dataclass
@@ -112,9 +110,7 @@ class Stub:
                 self.log.append(
                     {"path": url.path, "n": len(decoded), "body": body, "headers": handler.headers}
                 )
-            if fault is not None and fault.sleep_s:
-                self.stop.wait(fault.sleep_s)
-            elif fault is not None:
+            if fault is not None:
                 _send(handler, fault.status, fault.body or b"", fault.headers)
                 return
             if "delay" in params:
@@ -348,11 +344,15 @@ def test_rate_limited_then_success_honours_retry_after(stub: Stub, waits: list[f
     assert stats["images_sent"] == 4 and stats["images_charged"] == 2
 
 
-def test_retry_after_as_http_date(stub: Stub, waits: list[float]) -> None:
-    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+def test_retry_after_as_http_date(
+    stub: Stub, waits: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = 1_800_000_000.0  # a fixed clock: the wait is exact, however slow the machine
+    monkeypatch.setattr(http_module.time, "time", lambda: now)
+    when = email.utils.formatdate(now + 30, usegmt=True)
     stub.fail(Fault(status=503, headers={"Retry-After": when}))
     model(stub).predict(images(1))
-    assert len(waits) == 1 and 27.0 < waits[0] <= 30.0
+    assert waits == [30.0]
 
 
 def test_retry_after_beyond_backoff_max_stops(stub: Stub, waits: list[float]) -> None:
@@ -381,13 +381,25 @@ def test_server_errors_exhaust_retries(stub: Stub) -> None:
     assert stub.requests == 3
 
 
-def test_timeout_then_success(stub: Stub) -> None:
-    stub.fail(Fault(sleep_s=0.6))
+def test_timeout_then_success(stub: Stub, waits: list[float]) -> None:
     m = model(stub, timeout_s=0.2)
+    real_open = m._opener.open
+    timeouts: list[float] = []
+
+    def open_timing_out_once(request: Any, timeout: float) -> Any:
+        # What the socket raises when no reply arrives within the timeout, without waiting.
+        timeouts.append(timeout)
+        if len(timeouts) == 1:
+            raise TimeoutError("timed out")
+        return real_open(request, timeout=timeout)
+
+    m._opener.open = open_timing_out_once  # type: ignore[method-assign]
     x = images(1)
     torch.testing.assert_close(m.predict(x), reference_scores(x), atol=1e-5, rtol=0)
+    assert timeouts == [0.2, 0.2], "every attempt is bounded by timeout_s"
+    assert waits == [0.01], "one backoff before the retry"
     assert m.stats["retries"] == 1 and m.stats["requests_failed"] == 1
-    assert stub.requests == 2
+    assert m.stats["requests_sent"] == 2 and stub.requests == 1
 
 
 def test_connection_refused_retried_then_error() -> None:

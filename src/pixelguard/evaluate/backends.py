@@ -14,7 +14,7 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -25,7 +25,6 @@ from pixelguard.models.base import Classifier
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["local", "ray"]
 BACKENDS: tuple[str, ...] = ("local", "ray")
 
 RAY_INSTALL = "pip install ray (or, in a clone of pixelguard, pip install -e '.[ray]')"

@@ -54,13 +54,13 @@ from pixelguard.defenses.certify import RandomizedAblation  # noqa: E402
 from pixelguard.defenses.detect import create_detector  # noqa: E402
 from pixelguard.defenses.harden import harden  # noqa: E402
 from pixelguard.defenses.spec import parse_defense  # noqa: E402
-from pixelguard.workflows.certification import certify_dataset, train_ablation_base  # noqa: E402
-from pixelguard.workflows.detection import evaluate_detector  # noqa: E402
 from pixelguard.evaluate.runner import Evaluation, evaluate  # noqa: E402
 from pixelguard.evaluate.suite import build_suite  # noqa: E402
 from pixelguard.models.base import Classifier  # noqa: E402
 from pixelguard.models.torch import TorchClassifier  # noqa: E402
 from pixelguard.models.zoo import load_checkpoint, save_checkpoint  # noqa: E402
+from pixelguard.workflows.certification import certify_dataset, train_ablation_base  # noqa: E402
+from pixelguard.workflows.detection import evaluate_detector  # noqa: E402
 
 logger = logging.getLogger("benchmarks.defenses")
 

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
-from pixelguard.attacks.base import Attack, AttackState
+from pixelguard.attacks.base import Attack, AttackState, ThreatModel, create_attack
 from pixelguard.data import Dataset
 from pixelguard.errors import ConfigError
 from pixelguard.evaluate.runner import (
@@ -66,6 +66,10 @@ class MarkerAttack(Attack):
     fools: tuple[int, ...] = ()
     seen: list[int] = field(default_factory=list)
 
+    @property
+    def threat_model(self) -> ThreatModel:
+        return ThreatModel("l0", 1)  # it changes the one marker pixel
+
     def _run(self, state: AttackState) -> None:
         ids = _identity(state.x)
         self.seen.extend(ids)
@@ -113,7 +117,7 @@ def test_an_image_is_robust_only_if_every_attack_failed():
 def test_a_black_box_success_after_a_white_box_failure_is_flagged():
     white = WhiteBoxMarkerAttack(fools=(1,))
     black = MarkerAttack(fools=(1, 2))
-    suite = Suite("fake", [SuiteEntry("linf=0.1", white), SuiteEntry("linf=0.1", black)])
+    suite = Suite("fake", [SuiteEntry("pixels=2", white), SuiteEntry("pixels=2", black)])
     evaluation = evaluate(MarkerModel(gradients=True), _marked_dataset(), suite)
     assert [s.beats_white_box for s in evaluation.attacks] == [0, 1]
     assert [f.code for f in evaluation.flags] == ["black-box-beats-white-box"]
@@ -124,9 +128,9 @@ def _interleaved_suite() -> Suite:
     return Suite(
         "fake",
         [
-            SuiteEntry("linf=0.1", WhiteBoxMarkerAttack(fools=(1,))),
+            SuiteEntry("pixels=2", WhiteBoxMarkerAttack(fools=(1,))),
             SuiteEntry("pixels=1", MarkerAttack(fools=(4, 7))),
-            SuiteEntry("linf=0.1", MarkerAttack(fools=(1, 2, 7))),
+            SuiteEntry("pixels=2", MarkerAttack(fools=(1, 2, 7))),
         ],
     )
 
@@ -136,15 +140,15 @@ def test_shards_merge_into_the_evaluation_of_a_single_shard(timing_free):
     whole = evaluate(model, _marked_dataset(), _interleaved_suite())
     sharded = evaluate(model, _marked_dataset(), _interleaved_suite(), shard_size=3)
     assert timing_free(sharded) == timing_free(whole)
-    linf, pixels = sharded.budgets
-    assert linf.broken_by == [None, "white-marker", "marker"] + [None] * 4 + ["marker"] + [None] * 2
-    assert pixels.broken_by == [None] * 4 + ["marker"] + [None] * 2 + ["marker"] + [None] * 2
+    two, one = sharded.budgets
+    assert two.broken_by == [None, "white-marker", "marker"] + [None] * 4 + ["marker"] + [None] * 2
+    assert one.broken_by == [None] * 4 + ["marker"] + [None] * 2 + ["marker"] + [None] * 2
     stats = [
         (s.budget, s.attack, s.n_attacked, s.n_fooled, s.beats_white_box) for s in sharded.attacks
     ]
     assert stats == [
-        ("linf=0.1", "white-marker", 9, 1, 0),
-        ("linf=0.1", "marker", 8, 2, 2),
+        ("pixels=2", "white-marker", 9, 1, 0),
+        ("pixels=2", "marker", 8, 2, 2),
         ("pixels=1", "marker", 9, 2, 0),
     ]
     assert [f.code for f in sharded.flags] == ["black-box-beats-white-box"]
@@ -313,3 +317,108 @@ def test_summary_holds_the_headline_numbers_and_leads_the_report():
     assert summary["headline"]["budgets"][0]["budget"] == "pixels=1"
     assert summary["headline"]["text"].startswith("Robust accuracy falls below half")
     assert evaluation.to_dict().items() >= summary.items()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverreachingMarkerAttack(MarkerAttack):
+    """Declares one pixel but also flips ``extra`` more, so its successes lie outside
+    a one-pixel budget (and within a budget of ``1 + extra`` pixels)."""
+
+    name: ClassVar[str] = "overreach"
+    extra: int = 2
+
+    def _run(self, state: AttackState) -> None:
+        super()._run(state)
+        for row, image in enumerate(_identity(state.x)):
+            if image in self.fools:
+                state.x_adv[row, 0, 1, 1 : 1 + self.extra] = 1.0
+
+
+@pytest.mark.parametrize(
+    ("label", "attack", "declared"),
+    [
+        ("pixels=1", "sparse-rs", {"pixels": 10}),
+        ("pixels=3", "pixel-de", {"pixels": 4}),
+        ("linf=0.1", "pgd", {"eps": 0.3}),
+        ("linf=0.1", "pgd", {"norm": "l2", "eps": 0.05}),
+        ("l2=0.5", "fgsm", {"norm": "l2", "eps": 1.0}),
+        ("pixels=10", "gradient-descent", {}),
+        ("pixels=10", "label-only", {}),
+        ("linf=0.3", "sparse-rs", {"pixels": 1}),
+    ],
+)
+def test_a_suite_entry_whose_attack_exceeds_its_budget_is_refused(label, attack, declared):
+    configured = create_attack(attack, **declared)
+    with pytest.raises(ConfigError, match=rf"suite entry {label}: attack {attack} .*budget") as err:
+        SuiteEntry(label, configured)
+    assert "\n" not in str(err.value) and str(configured.threat_model) in str(err.value)
+
+
+def test_suite_entries_within_their_budget_are_accepted():
+    SuiteEntry("pixels=3", create_attack("sparse-rs", pixels=3))
+    SuiteEntry("pixels=10", create_attack("sparse-rs", pixels=3))
+    SuiteEntry("pixels=1", create_attack("corner-search"))
+    SuiteEntry("linf=0.3", create_attack("pgd", eps=0.1))
+    SuiteEntry("l2=0.5", create_attack("pgd", norm="l2", eps=0.5))
+    SuiteEntry("pixels=20", create_attack("label-only", max_pixels=20))
+    for kind in ("pixel", "dense", "full"):
+        build_suite(kind, gradients=True)
+    # Labels print 6 significant digits: linf=0.0313725 holds an eps of 8/255.
+    assert build_suite("dense", eps=[8 / 255], gradients=True).budgets() == ["linf=0.0313725"]
+    SuiteEntry("l2=3.14159", create_attack("pgd", norm="l2", eps=3.14159265))
+    with pytest.raises(ConfigError, match="more than the budget allows"):
+        SuiteEntry("linf=0.0313", create_attack("pgd", eps=8 / 255))
+    with pytest.raises(ConfigError, match="unknown budget kind 'queries'"):
+        SuiteEntry("queries=100", create_attack("sparse-rs", pixels=1))
+
+
+def test_an_out_of_budget_success_counts_as_robust_and_is_flagged(timing_free):
+    cheat = OverreachingMarkerAttack(fools=(1, 2, 3))  # 3 pixels changed, 1 declared
+    honest = MarkerAttack(fools=(3, 4))
+    suite = Suite("fake", [SuiteEntry("pixels=1", cheat), SuiteEntry("pixels=1", honest)])
+    evaluation = evaluate(MarkerModel(), _marked_dataset(), suite)
+
+    (outcome,) = evaluation.budgets
+    # Only the honest attack's successes count; the cheat's images stay robust, and
+    # the next attack of the budget still gets them.
+    assert honest.seen == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert outcome.broken_by == [None] * 3 + ["marker", "marker"] + [None] * 5
+    assert evaluation.robust_accuracy() == {"pixels=1": pytest.approx(0.7)}
+    assert outcome.l0_pixels.tolist() == [0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    assert torch.equal(outcome.x_adv[1:3], evaluation.x[1:3])
+    assert outcome.pred[1:3].tolist() == [0, 0]
+    stats = [(s.attack, s.n_attacked, s.n_fooled, s.out_of_budget) for s in evaluation.attacks]
+    assert stats == [("overreach", 9, 0, 3), ("marker", 9, 2, 0)]
+    assert [f.code for f in evaluation.flags] == ["out-of-budget"]
+    message = evaluation.flags[0].message
+    assert "pixels=1" in message and "overreach" in message and "3 success" in message
+    data = evaluation.to_dict()
+    assert data["attacks"][0]["out_of_budget"] == 3 and "out_of_budget" not in data["attacks"][1]
+    # The same in shards of three images.
+    fresh = Suite(
+        "fake",
+        [
+            SuiteEntry("pixels=1", OverreachingMarkerAttack(fools=(1, 2, 3))),
+            SuiteEntry("pixels=1", MarkerAttack(fools=(3, 4))),
+        ],
+    )
+    sharded = evaluate(MarkerModel(), _marked_dataset(), fresh, shard_size=3)
+    assert timing_free(sharded) == timing_free(evaluation)
+
+
+def test_a_success_within_a_larger_budget_counts_there():
+    suite = Suite("fake", [SuiteEntry("pixels=3", OverreachingMarkerAttack(fools=(1, 2)))])
+    evaluation = evaluate(MarkerModel(), _marked_dataset(), suite)
+    assert evaluation.robust_accuracy() == {"pixels=3": pytest.approx(0.7)}
+    assert evaluation.flags == [] and evaluation.attacks[0].out_of_budget == 0
+
+
+def test_a_linf_success_beyond_eps_counts_as_robust():
+    """A suite entry built around the check still meets it where robustness is counted."""
+    entry = object.__new__(SuiteEntry)
+    object.__setattr__(entry, "budget_label", "linf=0.1")
+    object.__setattr__(entry, "attack", MarkerAttack(fools=(1, 2)))  # Linf 1.0
+    evaluation = evaluate(MarkerModel(), _marked_dataset(), Suite("fake", [entry]))
+    assert evaluation.robust_accuracy() == {"linf=0.1": pytest.approx(0.9)}
+    assert [f.code for f in evaluation.flags] == ["out-of-budget"]
+    assert evaluation.attacks[0].out_of_budget == 2

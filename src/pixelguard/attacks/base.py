@@ -9,12 +9,13 @@ pass that decides success, and the distances. Subclasses implement :meth:`Attack
 from __future__ import annotations
 
 import dataclasses
+import math
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -27,6 +28,122 @@ from pixelguard.registry import Registry
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(images_finished, images_total)`` while an attack runs."""
+
+ThreatKind = Literal["l0", "linf", "l2"]
+"""Norms a threat model bounds: changed pixel positions, largest change, Euclidean."""
+
+THREAT_KINDS: tuple[str, ...] = ("l0", "linf", "l2")
+
+DISTANCE_TOLERANCE = 1e-6
+"""Absolute slack allowed on Linf and L2 bounds, for float error."""
+
+SIZE_TOLERANCE = 1e-5
+"""Relative slack on every bound's size: budget labels print sizes with 6 significant
+digits (``linf=0.0313725`` for 8/255), so a bound read back from one may be that much short."""
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """How far an attack may move an image: at most ``size`` in the ``kind`` norm.
+
+    ``kind="l0"`` counts changed pixel positions (any channel), ``"linf"`` the largest
+    change of any value, ``"l2"`` the Euclidean norm over all C*H*W values, all in
+    [0, 1] pixel units. ``kind=None`` (with ``size=None``) is unbounded: anything in
+    the [0, 1] box.
+
+    Example:
+        >>> ThreatModel("l0", 3).within(ThreatModel("l0", 10))
+        True
+        >>> str(ThreatModel("linf", 0.3))
+        'linf <= 0.3'
+    """
+
+    kind: ThreatKind | None = None
+    size: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None and self.size is None:
+            return
+        if self.kind not in THREAT_KINDS:
+            raise ConfigError(
+                f"a threat model's kind must be one of {', '.join(THREAT_KINDS)} or None, "
+                f"got {self.kind!r}"
+            )
+        if (
+            isinstance(self.size, bool)
+            or not isinstance(self.size, (int, float))
+            or not math.isfinite(self.size)
+            or self.size < 0
+        ):
+            raise ConfigError(f"a {self.kind} threat model needs a size >= 0, got {self.size!r}")
+
+    @property
+    def bounded(self) -> bool:
+        return self.kind is not None
+
+    def __str__(self) -> str:
+        if self.kind is None or self.size is None:
+            return "unbounded"
+        if self.kind == "l0":
+            return f"l0 <= {self.size:g} pixels"
+        return f"{self.kind} <= {self.size:g}"
+
+    def within(self, other: ThreatModel) -> bool:
+        """Whether every perturbation this threat model allows, ``other`` allows too.
+
+        Kinds are not converted into one another: an L0 bound lies within no Linf or
+        L2 bound (and the other way round), an unbounded one only within unbounded.
+        """
+        if other.kind is None:
+            return True
+        if self.kind != other.kind or self.size is None or other.size is None:
+            return False
+        return self.size <= other.size * (1 + SIZE_TOLERANCE)
+
+    def admits(self, l0_pixels: torch.Tensor, l2: torch.Tensor, linf: torch.Tensor) -> torch.Tensor:
+        """Which perturbations, given by their distances, lie within this threat model.
+
+        L0 is compared exactly (up to :data:`SIZE_TOLERANCE` of the bound, so
+        ``pixels=3`` means 3); Linf and L2 with :data:`DISTANCE_TOLERANCE` of absolute
+        and :data:`SIZE_TOLERANCE` of relative slack.
+
+        Shape:
+            l0_pixels, l2, linf: (N,) -> (N,) bool.
+        """
+        if self.kind is None or self.size is None:
+            return torch.ones(l0_pixels.shape, dtype=torch.bool, device=l0_pixels.device)
+        limit = float(self.size) * (1 + SIZE_TOLERANCE)
+        if self.kind == "l0":
+            return l0_pixels <= limit
+        distance = linf if self.kind == "linf" else l2
+        return distance.double() <= limit + DISTANCE_TOLERANCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "size": self.size}
+
+
+UNBOUNDED = ThreatModel()
+"""The threat model of an attack bounded only by the [0, 1] box."""
+
+
+def threat_model_from(params: Mapping[str, Any]) -> ThreatModel:
+    """The threat model an attack's settings declare, from its fields by name.
+
+    ``pixels`` (k changed pixels) -> L0 of k; ``norm`` and ``eps`` -> that norm's ball
+    of radius eps; ``max_pixels`` -> L0 of max_pixels (None: unbounded); nothing of
+    these -> unbounded.
+
+    Example:
+        >>> threat_model_from({"norm": "l2", "eps": 0.5})
+        ThreatModel(kind='l2', size=0.5)
+    """
+    if params.get("pixels") is not None:
+        return ThreatModel("l0", params["pixels"])
+    if params.get("eps") is not None and params.get("norm") in ("linf", "l2"):
+        return ThreatModel(params["norm"], params["eps"])
+    if params.get("max_pixels") is not None:
+        return ThreatModel("l0", params["max_pixels"])
+    return UNBOUNDED
 
 
 def fools(
@@ -176,6 +293,15 @@ def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
     return decorate
 
 
+def unregister_attack(name: str) -> None:
+    """Forget the attack registered as ``name`` (a no-op for an unknown name).
+
+    For tests and plugins that register an attack for a while, e.g. a toy attack
+    that the contract test must pick up and later code must not see.
+    """
+    attacks._items.pop(name, None)
+
+
 def create_attack(name: str, **params: Any) -> Attack:
     """Build a registered attack by name, e.g. ``create_attack("pixel-de", pixels=3)``."""
     return attacks.create(name, **params)
@@ -211,6 +337,17 @@ class Attack(ABC):
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (field names are the constructor's)."""
         return dataclasses.asdict(self)
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """How far this configuration may move an image (see :func:`threat_model_from`).
+
+        Derived from the fields ``pixels``, ``norm``/``eps`` and ``max_pixels``; an
+        attack whose bound lies elsewhere overrides this property. Every success the
+        attack reports must lie within it; suites refuse an attack whose threat model
+        exceeds its budget label.
+        """
+        return threat_model_from({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
     def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
         """Whether this attack, on images of ``shape``, skips the clean query.
@@ -311,7 +448,7 @@ class Attack(ABC):
         elif n:
             fooled = fools(counter.predict(x).argmax(dim=1), y, target_t, reject_class)
             state.unfooled = (~fooled).nonzero().flatten()
-        if n:
+        if state.unfooled.numel():  # nothing to search when the clean query fooled all
             self._run(state)
         state.report(n)
         wall_time = time.perf_counter() - start

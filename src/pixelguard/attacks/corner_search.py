@@ -22,7 +22,7 @@ from pixelguard.attacks._population import (
     record_winners,
     score_candidates,
 )
-from pixelguard.attacks.base import Attack, AttackState, register_attack
+from pixelguard.attacks.base import Attack, AttackState, ThreatModel, register_attack
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import OutputKind
 
@@ -107,6 +107,11 @@ class CornerSearch(Attack):
         super().__post_init__()
         if self.checks < 1:
             raise ConfigError(f"corner-search: checks must be at least 1, got {self.checks}")
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """One changed pixel, whatever the settings."""
+        return ThreatModel("l0", 1)
 
     def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
         return True

@@ -173,6 +173,7 @@ class AttackStats:
         seconds: its wall time.
         beats_white_box: images it fooled that a white-box attack of the same
             budget had failed on.
+        out_of_budget: "successes" it reported outside the budget, counted as failures.
     """
 
     budget: str
@@ -184,6 +185,7 @@ class AttackStats:
     median_queries: float | None
     seconds: float
     beats_white_box: int = 0
+    out_of_budget: int = 0
 
     @property
     def success_rate(self) -> float:
@@ -202,6 +204,7 @@ class AttackStats:
             "median_queries": self.median_queries,
             "seconds": round(self.seconds, 4),
             "beats_white_box": self.beats_white_box,
+            **({"out_of_budget": self.out_of_budget} if self.out_of_budget else {}),
         }
 
 
@@ -631,6 +634,7 @@ def _merge(
             ),
             seconds=sum(float(o.seconds[column]) for o in outcomes),
             beats_white_box=sum(int(o.beats_white_box[column]) for o in outcomes),
+            out_of_budget=sum(int(o.out_of_budget[column]) for o in outcomes),
         )
         for column, (label, attack) in enumerate(order)
     ]
@@ -648,13 +652,24 @@ def detect_flags(
         output: what the model returns (an :class:`OutputKind` value).
 
     Returns:
+        ``out-of-budget``: an attack reported successes outside its budget (they
+        count as failures: the attack does not keep to its threat model);
         ``black-box-beats-white-box``: a black-box attack fooled images a white-box
         attack of the same budget failed on; ``not-monotone``: a larger budget of one
         kind left more images robust than a smaller one; ``probability-outputs``:
         a white-box attack ran on a model that returns probabilities, whose
         gradients can vanish.
     """
-    flags = []
+    flags = [
+        Flag(
+            "out-of-budget",
+            f"at {stat.budget}, {stat.attack} reported {stat.out_of_budget} success(es) "
+            "outside the budget; they count as robust, but the attack does not keep to "
+            "its threat model",
+        )
+        for stat in attacks
+        if stat.out_of_budget > 0
+    ]
     for stat in attacks:
         if stat.beats_white_box > 0:
             flags.append(

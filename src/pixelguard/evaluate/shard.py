@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pixelguard.attacks.base import Attack, ProgressCallback
+from pixelguard.attacks.base import Attack, ProgressCallback, ThreatModel
 from pixelguard.errors import DataError
-from pixelguard.evaluate.suite import Suite
+from pixelguard.evaluate.suite import Suite, budget_threat
 from pixelguard.models.base import Classifier
 
 NOT_BROKEN = -1
@@ -69,11 +69,14 @@ class ShardOutcome:
         seconds: each attack's wall time.
         beats_white_box: images each black-box attack fooled that a white-box attack
             of its budget had failed on.
+        out_of_budget: "successes" of each attack that lay outside its budget (more
+            pixels changed, or a larger Linf/L2 distance, than the label allows); they
+            count as failures, so those images stay robust.
 
     Shape:
         n images, B budgets, A attacks: robust, broken_by, pred, confidence, queries,
         l0_pixels, l2, linf: (B, n); x_adv: (B, n, C, H, W); n_attacked, n_fooled,
-        seconds, beats_white_box: (A,); fooled_queries: (n_fooled.sum(),).
+        seconds, beats_white_box, out_of_budget: (A,); fooled_queries: (n_fooled.sum(),).
     """
 
     robust: torch.Tensor
@@ -90,6 +93,7 @@ class ShardOutcome:
     fooled_queries: torch.Tensor
     seconds: torch.Tensor
     beats_white_box: torch.Tensor
+    out_of_budget: torch.Tensor
 
     @property
     def n_images(self) -> int:
@@ -107,6 +111,9 @@ class ShardOutcome:
             DataError: the arrays are not those of a shard outcome.
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        if "out_of_budget" not in arrays and "n_fooled" in arrays:
+            # Checkpoints written before the budget check: no success was refused then.
+            arrays = {**arrays, "out_of_budget": np.zeros_like(arrays["n_fooled"])}
         if set(arrays) != names:
             raise DataError(f"a shard checkpoint holds {sorted(arrays)}, expected {sorted(names)}")
         return cls(**{name: torch.from_numpy(value) for name, value in arrays.items()})
@@ -141,7 +148,15 @@ def evaluate_shard(
     attacks: list[dict[str, torch.Tensor]] = []
     for label in suite.budgets():
         budget, stats = _run_budget(
-            model, x, y, clean_pred, clean_confidence, suite.attacks_at(label), len(attacks), share
+            model,
+            x,
+            y,
+            clean_pred,
+            clean_confidence,
+            suite.attacks_at(label),
+            budget_threat(label),
+            len(attacks),
+            share,
         )
         budgets.append(budget)
         attacks += stats
@@ -181,10 +196,15 @@ def _run_budget(
     clean_pred: torch.Tensor,
     clean_confidence: torch.Tensor,
     attacks: list[Attack],
+    allowed: ThreatModel,
     first_number: int,
     share: _AttackShare,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
     """One budget's attacks in order, each on the images still robust.
+
+    A success counts only if its adversarial lies within ``allowed``, the budget's
+    threat model; one outside it counts as a failure (the image stays robust, its
+    worst case the clean one) and is counted in ``out_of_budget``.
 
     Returns:
         The per-image tensors of the budget and, per attack, its statistics.
@@ -207,32 +227,45 @@ def _run_budget(
     for number, attack in enumerate(attacks, start=first_number):
         todo = robust.nonzero().flatten()
         if not len(todo):  # an empty run would only cost an empty forward pass
-            stats.append(_attack_stats(0, torch.zeros(0, dtype=torch.int64), 0.0, 0))
+            stats.append(_attack_stats(0, torch.zeros(0, dtype=torch.int64), 0.0, 0, 0))
             share.finished(number)
             continue
         result = attack.run(model, x[todo], y[todo], progress=share.of(number))
         share.finished(number)
-        succeeded = result.success.cpu()
+        l0_pixels, l2, linf = result.l0_pixels.cpu(), result.l2.cpu(), result.linf.cpu()
+        claimed = result.success.cpu()
+        succeeded = claimed & allowed.admits(l0_pixels, l2, linf)
+        outside = claimed & ~succeeded
         fooled = todo[succeeded]
         robust[fooled] = False
         budget["broken_by"][fooled] = number
         budget["queries"][todo] += result.queries.cpu()
-        budget["pred"][todo] = result.pred_after.cpu()
-        budget["confidence"][todo] = result.conf_after.cpu().float()
-        budget["l0_pixels"][todo] = result.l0_pixels.cpu()
-        budget["l2"][todo] = result.l2.cpu().float()
-        budget["linf"][todo] = result.linf.cpu().float()
+        # An out-of-budget "success" reads as a failure: the clean prediction, no distance.
+        keep = ~outside
+        budget["pred"][todo] = torch.where(keep, result.pred_after.cpu(), result.pred_before.cpu())
+        budget["confidence"][todo] = torch.where(
+            keep, result.conf_after.cpu(), result.conf_before.cpu()
+        ).float()
+        budget["l0_pixels"][todo] = torch.where(keep, l0_pixels, 0)
+        budget["l2"][todo] = torch.where(keep, l2, 0.0).float()
+        budget["linf"][todo] = torch.where(keep, linf, 0.0).float()
         budget["x_adv"][fooled] = result.x_adv.cpu()[succeeded]
         beats = 0 if attack.needs_gradients else int(failed_white_box[fooled].sum())
         if attack.needs_gradients:
             failed_white_box[todo[~succeeded]] = True
         fooled_queries = result.queries.cpu()[succeeded]
-        stats.append(_attack_stats(len(todo), fooled_queries, result.wall_time, beats))
+        stats.append(
+            _attack_stats(len(todo), fooled_queries, result.wall_time, beats, int(outside.sum()))
+        )
     return budget, stats
 
 
 def _attack_stats(
-    n_attacked: int, fooled_queries: torch.Tensor, seconds: float, beats_white_box: int
+    n_attacked: int,
+    fooled_queries: torch.Tensor,
+    seconds: float,
+    beats_white_box: int,
+    out_of_budget: int,
 ) -> dict[str, torch.Tensor]:
     """One attack's statistics on a shard, as :class:`ShardOutcome` concatenates them."""
     return {
@@ -241,4 +274,5 @@ def _attack_stats(
         "fooled_queries": fooled_queries,
         "seconds": torch.tensor([seconds], dtype=torch.float64),
         "beats_white_box": torch.tensor([beats_white_box]),
+        "out_of_budget": torch.tensor([out_of_budget]),
     }

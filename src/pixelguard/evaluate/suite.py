@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pixelguard.attacks.base import Attack, create_attack
+from pixelguard.attacks.base import Attack, ThreatModel, create_attack
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import parse_number
 
@@ -24,6 +24,28 @@ CLEAN = "clean"
 """The :class:`Gate` budget of the accuracy without attack."""
 BUDGET_ALIASES = {"eps": LINF_BUDGET}
 """Other names of a budget kind that a :class:`Gate` accepts (``--eps`` sets linf budgets)."""
+L2_BUDGET = "l2"
+BUDGET_NORMS = {PIXELS_BUDGET: "l0", LINF_BUDGET: "linf", L2_BUDGET: "l2"}
+"""The :class:`~pixelguard.attacks.base.ThreatModel` kind each budget kind bounds."""
+
+
+def budget_threat(label: str) -> ThreatModel:
+    """The threat model a budget label allows: ``"pixels=3"`` -> L0 of 3 pixels,
+    ``"linf=0.1"`` -> the Linf ball of radius 0.1, ``"l2=0.5"`` -> the L2 ball.
+
+    Raises:
+        ConfigError: the label is not ``kind=number`` or names an unknown kind.
+    """
+    kind, value = parse_budget_label(label)
+    norm = BUDGET_NORMS.get(BUDGET_ALIASES.get(kind, kind))
+    if norm is None:
+        raise ConfigError(
+            f"budget {label!r}: unknown budget kind {kind!r}; use one of "
+            f"{', '.join(f'{k}=N' for k in BUDGET_NORMS)}"
+        )
+    if value < 0:
+        raise ConfigError(f"budget {label!r}: a budget must be at least 0")
+    return ThreatModel(norm, value)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -37,6 +59,21 @@ class SuiteEntry:
 
     budget_label: str
     attack: Attack
+
+    def __post_init__(self) -> None:
+        allowed = budget_threat(self.budget_label)
+        declared = self.attack.threat_model
+        if not declared.within(allowed):
+            raise ConfigError(
+                f"suite entry {self.budget_label}: attack {self.attack.name} may change "
+                f"images by {declared}, more than the budget allows ({allowed}); "
+                "configure the attack within the budget"
+            )
+
+    @property
+    def threat(self) -> ThreatModel:
+        """What the budget label allows (see :func:`budget_threat`)."""
+        return budget_threat(self.budget_label)
 
 
 @dataclass(frozen=True)

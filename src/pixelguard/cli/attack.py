@@ -151,23 +151,10 @@ def attack(
         },
         param or [],
     )
-    data_options = opt.DataOptions(labels, data_layout, value_range, split, class_names)
+    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data).sample(limit, seed)
-    model_options = opt.ModelOptions(
-        input_shape,
-        layout,
-        scale,
-        mean,
-        std,
-        output,
-        batch_size,
-        trust_pickle,
-        http_config,
-        device,
-    )
-    loaded = model_options.load(model, dataset.image_shape)
-    opt.echo_detected(loaded)
-    classifier, defense_info = opt.apply_defense(loaded, defense)
+    model_options = opt.picked(opt.ModelOptions, locals())
+    classifier, defense_info = opt.load_classifier(model, model_options, dataset, defense)
     target_class = opt.resolve_target(target, dataset.class_names)
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (

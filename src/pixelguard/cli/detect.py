@@ -132,21 +132,10 @@ def detect_command(
         attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
     )
     opt.check_output_folder(out)
-    model_options = opt.ModelOptions(
-        input_shape,
-        layout,
-        scale,
-        mean,
-        std,
-        output,
-        batch_size,
-        trust_pickle,
-        http_config,
-        device,
-    )
-    data_options = opt.DataOptions(labels, data_layout, value_range, split, class_names)
+    model_options = opt.picked(opt.ModelOptions, locals())
+    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
-    classifier = model_options.load(model, dataset.image_shape)
+    classifier, _ = opt.load_classifier(model, model_options, dataset)
     chosen = create_detector(detector, classifier, **settings)
     with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
         evaluation = evaluate_detector(

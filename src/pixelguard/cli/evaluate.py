@@ -147,24 +147,11 @@ def evaluate_command(
     """
     opt.check_output_folder(out)
     gates = [Gate.parse(text) for text in fail_under or []]
-    model_options = opt.ModelOptions(
-        input_shape,
-        layout,
-        scale,
-        mean,
-        std,
-        output,
-        batch_size,
-        trust_pickle,
-        http_config,
-        device,
-    )
-    data_options = opt.DataOptions(labels, data_layout, value_range, split, class_names)
+    model_options = opt.picked(opt.ModelOptions, locals())
+    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
     sample = dataset.sample(limit, seed)
-    loaded = model_options.load(model, dataset.image_shape)
-    opt.echo_detected(loaded)
-    classifier, defense_info = opt.apply_defense(loaded, defense)
+    classifier, defense_info = opt.load_classifier(model, model_options, dataset, defense)
     attack_suite = build_suite(
         suite,
         pixels=opt.parse_ints(pixels, "--pixels"),

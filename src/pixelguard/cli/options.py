@@ -10,9 +10,9 @@ import contextlib
 import dataclasses
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from tqdm import tqdm
@@ -210,6 +210,20 @@ def parse_ints(text: str, what: str) -> list[int]:
     return [int(p) for p in parts]
 
 
+T = TypeVar("T")
+
+
+def picked(cls: type[T], values: Mapping[str, Any]) -> T:
+    """An options record of ``cls`` from a command's arguments, matched by field name.
+
+    Each field is named like the command's parameter (``input_shape`` for
+    ``--input-shape``), so a command hands over its ``locals()`` instead of packing the
+    options by position; fields the command does not offer keep their defaults.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{name: value for name, value in values.items() if name in names})
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
     """The model options of a command, as given (None: not set)."""
@@ -261,7 +275,7 @@ class DataOptions:
     """The data options of a command."""
 
     labels: str | None = None
-    layout: str = "auto"
+    data_layout: str = "auto"
     value_range: str = "auto"
     split: str = "test"
     class_names: str | None = None
@@ -271,7 +285,7 @@ class DataOptions:
         dataset = load_data(
             spec,
             labels=self.labels,
-            layout=self.layout,
+            layout=self.data_layout,
             value_range=self.value_range,
             split=split or self.split,
         )
@@ -317,6 +331,16 @@ def apply_defense(model: Classifier, spec: str | None) -> tuple[Classifier, dict
     return wrap(model), description
 
 
+def load_classifier(
+    spec: str, options: ModelOptions, dataset: Dataset, defense: str | None = None
+) -> tuple[Classifier, dict[str, Any] | None]:
+    """Load the model for ``dataset`` (its image size where the model records none), say
+    what the adapter detected, and put it behind the ``--defense`` spec, if any."""
+    loaded = options.load(spec, dataset.image_shape)
+    echo_detected(loaded)
+    return apply_defense(loaded, defense)
+
+
 def echo_detected(model: Classifier) -> None:
     """Say what the adapter read from the model file itself (layout, output kind, ...)."""
     detected = getattr(model, "detected", None)
@@ -344,7 +368,7 @@ def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, An
         "source": dataset.source,
         "split": options.split,
         "labels": options.labels,
-        "layout": options.layout,
+        "layout": options.data_layout,
         "value_range": options.value_range,
         "n_images": len(dataset),
         "image_shape": list(dataset.image_shape),

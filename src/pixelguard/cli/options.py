@@ -92,21 +92,25 @@ ModelSpec = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A .pt/.pth (pixelguard checkpoint or TorchScript), .onnx, .pkl/.joblib, "
-        "file.py:factory, or an http(s):// endpoint.",
+        help="A .pt/.pth (pixelguard checkpoint or TorchScript), .onnx, .keras/.h5, a "
+        "TensorFlow SavedModel folder, .pkl/.joblib, file.py:factory, or an http(s):// endpoint.",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
 InputShape = Annotated[
     str | None,
     typer.Option(
-        help="C,H,W of the images the model takes, e.g. 1,28,28 (read from checkpoints).",
+        help="C,H,W of the images the model takes (default: read from checkpoints, ONNX and "
+        "Keras files, else the data's image size).",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
 Layout = Annotated[
     str | None,
-    typer.Option(help="Layout the model wants: nchw or nhwc.", rich_help_panel=MODEL_PANEL),
+    typer.Option(
+        help="Layout the model wants: nchw or nhwc (default: read from Keras files, else nchw).",
+        rich_help_panel=MODEL_PANEL,
+    ),
 ]
 Scale = Annotated[
     float | None,

@@ -193,6 +193,30 @@ def test_bad_settings_and_shapes_raise(digits_model) -> None:
         BitDepthReduction(digits_model).logits(torch.zeros(2, 1, 4, 4))
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda m: MedianFilter(m, 1), "median: size must be at least 2, got 1"),
+        (
+            lambda m: OutlierPixelRemoval(m, threshold=1.5),
+            "outlier-removal: threshold must lie in (0, 1), got 1.5",
+        ),
+        (lambda m: BitDepthReduction(m, bits=9), "bit-depth: bits must lie in 1..8, got 9"),
+        (lambda m: JpegCompression(m, quality=0), "jpeg: quality must lie in 1..95, got 0"),
+        (lambda m: RandomNoise(m, sigma=0), "random-noise: sigma must be a positive number, got 0"),
+        (
+            lambda m: MedianFilter(m, gradient="exact"),
+            "median: gradient must be 'bpda' or 'none', got 'exact'",
+        ),
+        (lambda m: BitDepthReduction(m, batch_size=0), "bit-depth: batch_size must be at least 1, got 0"),
+    ],
+)
+def test_bad_settings_read_like_attack_settings(digits_model, make, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        make(digits_model)
+    assert str(err.value) == message
+
+
 def test_bpda_forward_equals_the_transform_exactly(digits, digits_model) -> None:
     defended = BitDepthReduction(digits_model, bits=2)
     x = digits[0][:32].clone().requires_grad_(True)

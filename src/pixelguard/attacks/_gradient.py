@@ -32,7 +32,6 @@ References:
 from __future__ import annotations
 
 import functools
-import math
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,8 @@ from torch.nn import functional as F
 
 from pixelguard.attacks._population import best_other, is_adversarial
 from pixelguard.attacks.base import Attack, AttackState
-from pixelguard.errors import CapabilityError, ConfigError
+from pixelguard.config import one_of, positive
+from pixelguard.errors import CapabilityError
 from pixelguard.models.queries import QueryCounter
 
 GradientLoss = Literal["ce", "margin"]
@@ -57,33 +57,6 @@ ObjectiveFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
 _MAX_ELEMENTS_PER_GRADIENT = 1 << 22
 """Most input values differentiated in one forward/backward pass (16 MiB of float32)."""
-
-
-def check_config(name: str, *, positive: dict[str, float | None], counts: dict[str, int]) -> None:
-    """Validate a gradient attack's numbers, naming the attack and the field.
-
-    Args:
-        name: the attack's registered name, for the message.
-        positive: fields that must be finite and positive (None is allowed: a default).
-        counts: fields that must be integers of at least 1.
-
-    Raises:
-        ConfigError: a field breaks its constraint.
-    """
-    for field_name, number in positive.items():
-        if number is None:
-            continue
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, (int, float))
-            or not (math.isfinite(number) and number > 0)
-        ):
-            raise ConfigError(f"{name}: {field_name} must be a positive number, got {number}")
-    for field_name, count in counts.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(
-                f"{name}: {field_name} must be an integer of at least 1, got {count!r}"
-            )
 
 
 class Schedule(NamedTuple):
@@ -205,10 +178,7 @@ class GradientAttack(Attack):
 
     loss: GradientLoss = "ce"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.loss not in ("ce", "margin"):
-            raise ConfigError(f"{self.name}: loss must be 'ce' or 'margin', got {self.loss!r}")
+    _constraints = {"loss": one_of("ce", "margin")}
 
     @abstractmethod
     def _schedule(self) -> Schedule:
@@ -401,11 +371,7 @@ class NormBoundedAttack(GradientAttack):
     norm: Norm = "linf"
     eps: float = 8 / 255
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.norm not in ("linf", "l2"):
-            raise ConfigError(f"{self.name}: norm must be 'linf' or 'l2', got {self.norm!r}")
-        check_config(self.name, positive={"eps": self.eps}, counts={})
+    _constraints = {"norm": one_of("linf", "l2"), "eps": positive()}
 
     def _normalize_grad(self, grad: torch.Tensor) -> torch.Tensor:
         if self.norm == "linf":

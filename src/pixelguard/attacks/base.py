@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from pixelguard.checks import check_images, check_labels
+from pixelguard.config import Check, at_least, check_constraints
 from pixelguard.errors import CapabilityError, ConfigError, ShapeError
 from pixelguard.metrics.distances import l0_features, l0_pixels, l2, linf
 from pixelguard.models.base import Classifier, OutputKind, probabilities
@@ -330,9 +331,12 @@ class Attack(ABC):
     seed: int | None = 0
     budget: int | None = None
 
+    _constraints: ClassVar[Mapping[str, Check]] = {"budget": at_least(1, optional=True)}
+    """What each setting must be, checked on construction (see :mod:`pixelguard.config`);
+    a subclass declares its own fields' constraints the same way."""
+
     def __post_init__(self) -> None:
-        if self.budget is not None and self.budget < 1:
-            raise ConfigError(f"{self.name}: budget must be at least 1 query, got {self.budget}")
+        check_constraints(self.name, self)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data (field names are the constructor's)."""

@@ -23,7 +23,7 @@ from pixelguard.attacks._population import (
     score_candidates,
 )
 from pixelguard.attacks.base import Attack, AttackState, ThreatModel, register_attack
-from pixelguard.errors import ConfigError
+from pixelguard.config import at_least
 from pixelguard.models.base import OutputKind
 
 
@@ -103,10 +103,7 @@ class CornerSearch(Attack):
 
     checks: int = 16
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.checks < 1:
-            raise ConfigError(f"corner-search: checks must be at least 1, got {self.checks}")
+    _constraints = {"checks": at_least(1)}
 
     @property
     def threat_model(self) -> ThreatModel:

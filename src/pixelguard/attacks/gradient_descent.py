@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pixelguard.attacks._gradient import GradientAttack, Schedule, check_config
+from pixelguard.attacks._gradient import GradientAttack, Schedule
 from pixelguard.attacks.base import register_attack
+from pixelguard.config import at_least, positive
 
 
 @register_attack("gradient-descent")
@@ -51,9 +52,7 @@ class GradientDescent(GradientAttack):
     eta: float = 0.1
     steps: int = 100
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_config(self.name, positive={"eta": self.eta}, counts={"steps": self.steps})
+    _constraints = {"eta": positive(), "steps": at_least(1)}
 
     def _schedule(self) -> Schedule:
         return Schedule(steps=self.steps, step_size=self.eta, restarts=1, random_start=False)

@@ -29,7 +29,7 @@ from pixelguard.attacks._population import (
     sample_new_corners,
 )
 from pixelguard.attacks.base import Attack, AttackState, register_attack
-from pixelguard.errors import ConfigError
+from pixelguard.config import at_least
 from pixelguard.metrics.distances import changed_pixels
 
 _NOISE_DENSITIES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -62,12 +62,11 @@ class LabelOnly(Attack):
     start_tries: int = 3
     group_steps: int = 200
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.max_pixels is not None and self.max_pixels < 1:
-            raise ConfigError(f"label-only: max_pixels must be at least 1, got {self.max_pixels}")
-        if self.start_tries < 1 or self.group_steps < 0:
-            raise ConfigError("label-only: start_tries must be >= 1 and group_steps >= 0")
+    _constraints = {
+        "max_pixels": at_least(1, optional=True),
+        "start_tries": at_least(1),
+        "group_steps": at_least(0),
+    }
 
     def _run(self, state: AttackState) -> None:
         x, x_adv = state.x, state.x_adv

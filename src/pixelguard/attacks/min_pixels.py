@@ -31,7 +31,7 @@ from pixelguard.attacks._population import (
 from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
 from pixelguard.attacks.sparse_rs import sparse_random_search
-from pixelguard.errors import ConfigError
+from pixelguard.config import at_least, between
 from pixelguard.metrics.distances import changed_pixels
 from pixelguard.models.base import OutputKind
 
@@ -72,16 +72,12 @@ class MinPixels(Attack):
     stage_steps: int = 300
     p_init: float = 0.3
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.budget is None:
-            raise ConfigError("min-pixels: needs a per-image query budget")
-        if self.max_pixels < 1:
-            raise ConfigError(f"min-pixels: max_pixels must be at least 1, got {self.max_pixels}")
-        if self.stage_steps < 1:
-            raise ConfigError(f"min-pixels: stage_steps must be at least 1, got {self.stage_steps}")
-        if not 0.0 < self.p_init <= 1.0:
-            raise ConfigError(f"min-pixels: p_init must lie in (0, 1], got {self.p_init}")
+    _constraints = {
+        "budget": at_least(1),
+        "max_pixels": at_least(1),
+        "stage_steps": at_least(1),
+        "p_init": between(0, 1, low_open=True),
+    }
 
     def _run(self, state: AttackState) -> None:
         x = state.x

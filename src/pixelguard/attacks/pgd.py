@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pixelguard.attacks._gradient import NormBoundedAttack, Schedule, check_config
+from pixelguard.attacks._gradient import NormBoundedAttack, Schedule
 from pixelguard.attacks.base import register_attack
+from pixelguard.config import at_least, positive
 
 
 @register_attack("pgd")
@@ -51,13 +52,11 @@ class PGD(NormBoundedAttack):
     random_start: bool = True
     restarts: int = 1
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_config(
-            self.name,
-            positive={"step_size": self.step_size},
-            counts={"steps": self.steps, "restarts": self.restarts},
-        )
+    _constraints = {
+        "step_size": positive(optional=True),
+        "steps": at_least(1),
+        "restarts": at_least(1),
+    }
 
     def _schedule(self) -> Schedule:
         step_size = self.step_size if self.step_size is not None else 2.5 * self.eps / self.steps

@@ -26,7 +26,7 @@ from pixelguard.attacks._population import (
     score_candidates,
 )
 from pixelguard.attacks.base import Attack, AttackState, register_attack
-from pixelguard.errors import ConfigError
+from pixelguard.config import at_least, between, config_error, one_of
 from pixelguard.models.base import OutputKind
 
 
@@ -68,26 +68,24 @@ class PixelDE(Attack):
     loss: Literal["margin", "probability"] = "margin"
     checks_per_generation: int = 4
 
+    _constraints = {
+        "pixels": at_least(1),
+        "population": at_least(4),
+        "generations": at_least(0),
+        "mutation": between(0, 2, low_open=True),
+        "crossover": between(0, 1, low_open=True),
+        "loss": one_of("margin", "probability"),
+        "checks_per_generation": at_least(1),
+    }
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pixels < 1:
-            raise ConfigError(f"pixel-de: pixels must be at least 1, got {self.pixels}")
-        if self.population < 4:
-            raise ConfigError(f"pixel-de: population must be at least 4, got {self.population}")
-        if self.generations < 0:
-            raise ConfigError(f"pixel-de: generations must be >= 0, got {self.generations}")
-        if not 0.0 < self.mutation <= 2.0:
-            raise ConfigError(f"pixel-de: mutation (F) must lie in (0, 2], got {self.mutation}")
-        if not 0.0 < self.crossover <= 1.0:
-            raise ConfigError(f"pixel-de: crossover must lie in (0, 1], got {self.crossover}")
-        if self.loss not in ("margin", "probability"):
-            raise ConfigError(
-                f"pixel-de: loss must be 'margin' or 'probability', got {self.loss!r}"
-            )
-        if not 1 <= self.checks_per_generation <= self.population:
-            raise ConfigError(
-                f"pixel-de: checks_per_generation must lie in 1..population, "
-                f"got {self.checks_per_generation}"
+        if self.checks_per_generation > self.population:
+            raise config_error(
+                self.name,
+                "checks_per_generation",
+                "lie in 1..population",
+                self.checks_per_generation,
             )
 
     def _run(self, state: AttackState) -> None:

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-from pixelguard.attacks._gradient import GradientAttack, Schedule, check_config
+from pixelguard.attacks._gradient import GradientAttack, Schedule
 from pixelguard.attacks.base import register_attack
+from pixelguard.config import at_least, positive
 
 
 def project_pixels(delta: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -83,13 +84,12 @@ class SparsePGD(GradientAttack):
     step_size: float = 10.0
     restarts: int = 25
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_config(
-            self.name,
-            positive={"step_size": self.step_size},
-            counts={"pixels": self.pixels, "steps": self.steps, "restarts": self.restarts},
-        )
+    _constraints = {
+        "pixels": at_least(1),
+        "steps": at_least(1),
+        "step_size": positive(),
+        "restarts": at_least(1),
+    }
 
     def _schedule(self) -> Schedule:
         return Schedule(self.steps, self.step_size, self.restarts, random_start=True)

@@ -32,7 +32,7 @@ from pixelguard.attacks._population import (
 )
 from pixelguard.attacks.base import Attack, AttackState, register_attack
 from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
-from pixelguard.errors import ConfigError
+from pixelguard.config import at_least, between
 from pixelguard.models.base import OutputKind
 
 _SCHEDULE = (
@@ -182,16 +182,12 @@ class SparseRS(Attack):
     exact_single_pixel: bool = True
     min_batch: int = 64
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.min_batch < 1:
-            raise ConfigError(f"sparse-rs: min_batch must be at least 1, got {self.min_batch}")
-        if self.pixels < 1:
-            raise ConfigError(f"sparse-rs: pixels must be at least 1, got {self.pixels}")
-        if self.steps < 1:
-            raise ConfigError(f"sparse-rs: steps must be at least 1, got {self.steps}")
-        if not 0.0 < self.p_init <= 1.0:
-            raise ConfigError(f"sparse-rs: p_init must lie in (0, 1], got {self.p_init}")
+    _constraints = {
+        "pixels": at_least(1),
+        "steps": at_least(1),
+        "p_init": between(0, 1, low_open=True),
+        "min_batch": at_least(1),
+    }
 
     def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
         """k = 1 with a budget (or steps) that covers every corner: the exact scan runs."""

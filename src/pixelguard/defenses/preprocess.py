@@ -24,12 +24,21 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
 
 from pixelguard.checks import check_images
+from pixelguard.config import (
+    Check,
+    at_least,
+    between,
+    check_constraints,
+    int_between,
+    one_of,
+    positive,
+)
 from pixelguard.defenses.filters import (
     jpeg_compress,
     local_median,
@@ -76,8 +85,10 @@ def list_preprocessors() -> list[str]:
 class Preprocessor(ClassifierWrapper, ABC):
     """Base wrapper: a Classifier that classifies ``transform(x)`` with ``model``.
 
-    Subclasses implement :meth:`transform` (vectorised over the batch, torch) and
-    list their settings in ``_params``.
+    Subclasses implement :meth:`transform` (vectorised over the batch, torch), list
+    their settings in ``_params`` (the first is the spec's positional value), declare
+    what each must be in ``_constraints`` (see :mod:`pixelguard.config`), and set them
+    as attributes before calling this ``__init__``, which checks every constraint.
 
     Args:
         model: the classifier to defend.
@@ -98,6 +109,10 @@ class Preprocessor(ClassifierWrapper, ABC):
     random: ClassVar[bool] = False
     """True when :meth:`transform` draws randomness (see :class:`ExpectationOverTransformation`)."""
     _params: ClassVar[tuple[str, ...]] = ()
+    _constraints: ClassVar[Mapping[str, Check]] = {
+        "gradient": one_of("bpda", "none"),
+        "batch_size": at_least(1),
+    }
 
     def __init__(
         self,
@@ -106,13 +121,10 @@ class Preprocessor(ClassifierWrapper, ABC):
         gradient: GradientRule = "bpda",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        if gradient not in ("bpda", "none"):
-            raise ConfigError(f"{self.name}: gradient must be 'bpda' or 'none', got {gradient!r}")
-        if batch_size < 1:
-            raise ConfigError(f"{self.name}: batch_size must be at least 1, got {batch_size}")
         super().__init__(model)
         self.gradient: GradientRule = gradient
         self.batch_size = batch_size
+        check_constraints(self.name, self)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -226,6 +238,7 @@ class MedianFilter(Preprocessor):
     """
 
     _params = ("size",)
+    _constraints = {"size": at_least(2)}
 
     def __init__(
         self,
@@ -235,10 +248,8 @@ class MedianFilter(Preprocessor):
         gradient: GradientRule = "bpda",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
-        if size < 2:
-            raise ConfigError(f"median: size must be at least 2, got {size}")
         self.size = size
+        super().__init__(model, gradient=gradient, batch_size=batch_size)
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -263,6 +274,7 @@ class OutlierPixelRemoval(Preprocessor):
     """
 
     _params = ("size", "threshold")
+    _constraints = {"size": at_least(2), "threshold": between(0, 1, low_open=True, high_open=True)}
 
     def __init__(
         self,
@@ -273,13 +285,9 @@ class OutlierPixelRemoval(Preprocessor):
         gradient: GradientRule = "bpda",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
-        if size < 2:
-            raise ConfigError(f"outlier-removal: size must be at least 2, got {size}")
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"outlier-removal: threshold must lie in (0, 1), got {threshold}")
         self.size = size
         self.threshold = threshold
+        super().__init__(model, gradient=gradient, batch_size=batch_size)
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -299,6 +307,7 @@ class BitDepthReduction(Preprocessor):
     """
 
     _params = ("bits",)
+    _constraints = {"bits": int_between(1, 8)}
 
     def __init__(
         self,
@@ -308,10 +317,8 @@ class BitDepthReduction(Preprocessor):
         gradient: GradientRule = "bpda",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
-        if not 1 <= bits <= 8:
-            raise ConfigError(f"bit-depth: bits must lie in 1..8, got {bits}")
         self.bits = bits
+        super().__init__(model, gradient=gradient, batch_size=batch_size)
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -338,6 +345,7 @@ class JpegCompression(Preprocessor):
     """
 
     _params = ("quality",)
+    _constraints = {"quality": int_between(1, 95)}
 
     def __init__(
         self,
@@ -347,14 +355,12 @@ class JpegCompression(Preprocessor):
         gradient: GradientRule = "bpda",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
+        self.quality = quality
         super().__init__(model, gradient=gradient, batch_size=batch_size)
-        if not 1 <= quality <= 95:
-            raise ConfigError(f"jpeg: quality must lie in 1..95, got {quality}")
         if model.input_shape[0] not in (1, 3):
             raise ConfigError(
                 f"jpeg: needs grey or RGB images, the model takes {model.input_shape[0]} channels"
             )
-        self.quality = quality
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -382,6 +388,7 @@ class RandomNoise(Preprocessor):
 
     random = True
     _params = ("sigma", "seed")
+    _constraints = {"sigma": positive()}
 
     def __init__(
         self,
@@ -392,10 +399,8 @@ class RandomNoise(Preprocessor):
         gradient: GradientRule = "bpda",
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
-        if not sigma > 0:
-            raise ConfigError(f"random-noise: sigma must be positive, got {sigma}")
         self.sigma = sigma
+        super().__init__(model, gradient=gradient, batch_size=batch_size)
         self.seed = seed if seed is not None else secrets.randbits(31)
         self.generator = torch.Generator().manual_seed(self.seed)
 

@@ -47,6 +47,10 @@ class ConfigError(PixelguardError, ValueError):
     """An attack, model or command option has an invalid value."""
 
 
+class NotFittedError(PixelguardError):
+    """A detector was asked for a threshold before :meth:`Detector.fit`."""
+
+
 class ReportError(PixelguardError):
     """A report folder or file is missing, unreadable, or of a layout this version cannot read."""
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-import pixelguard.models.http as http_module
+import pixelguard.models.http.transport as transport
 from pixelguard.errors import ConfigError, ModelError, QueryBudgetExceeded, ShapeError
 from pixelguard.models.base import Classifier, OutputKind
 from pixelguard.models.http import (
@@ -202,7 +202,7 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stub]:
 def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the adapter's waits between attempts instead of sleeping."""
     recorded: list[float] = []
-    monkeypatch.setattr(http_module, "_wait", recorded.append)
+    monkeypatch.setattr(transport, "_wait", recorded.append)
     return recorded
 
 
@@ -348,7 +348,7 @@ def test_retry_after_as_http_date(
     stub: Stub, waits: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = 1_800_000_000.0  # a fixed clock: the wait is exact, however slow the machine
-    monkeypatch.setattr(http_module.time, "time", lambda: now)
+    monkeypatch.setattr(transport.time, "time", lambda: now)
     when = email.utils.formatdate(now + 30, usegmt=True)
     stub.fail(Fault(status=503, headers={"Retry-After": when}))
     model(stub).predict(images(1))

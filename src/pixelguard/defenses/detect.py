@@ -22,15 +22,11 @@ import torch
 from pixelguard.checks import check_images
 from pixelguard.defenses.detection_metrics import conformal_threshold
 from pixelguard.defenses.filters import Squeezer, median_deviation, parse_squeezer
-from pixelguard.errors import ConfigError, PixelguardError
+from pixelguard.errors import ConfigError, NotFittedError
 from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, probabilities
 from pixelguard.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-
-class NotFittedError(PixelguardError):
-    """A detector was asked for a threshold before :meth:`Detector.fit`."""
 
 
 class Detector(ABC):

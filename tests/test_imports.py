@@ -7,6 +7,7 @@ long since imported everything.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -107,3 +108,53 @@ def test_version_matches_pyproject() -> None:
     assert match is not None
     assert __version__ == match.group(1)
     assert pixelguard.__version__ == __version__
+
+
+def test_the_cli_app_imports_no_torch() -> None:
+    """``pixelguard --help`` builds every command without the library: it stays fast."""
+    loaded = _loaded_after("import pixelguard.cli.app")
+    assert [m for m in loaded if m == "torch" or m.startswith("torch.")] == []
+    assert _heavy(loaded) == []
+
+
+def test_cli_help_lists_the_commands_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "sys.argv = ['pixelguard', '--help']\n"
+        "try:\n"
+        "    import runpy; runpy.run_module('pixelguard.cli', run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code in (0, None), exit.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {**os.environ, "COLUMNS": "160"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("attacks", "attack", "train", "demo", "evaluate", "report", "compare"):
+        assert re.search(rf"^\W*{command}\s", result.stdout, re.MULTILINE), command
+    assert "harden" in result.stdout and "detect" in result.stdout and "certify" in result.stdout
+    plain = subprocess.run(
+        [sys.executable, "-m", "pixelguard.cli", "--help"], capture_output=True, text=True, env=env
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == result.stdout
+
+
+def test_the_help_texts_name_the_registered_architectures_and_detectors() -> None:
+    """The CLI names them without importing their (torch) registries; they must agree."""
+    from pixelguard.cli import options as opt
+    from pixelguard.defenses.detect import list_detectors
+    from pixelguard.models.zoo import list_archs
+
+    assert list(opt.ARCH_NAMES) == list_archs()
+    assert list(opt.DETECTOR_NAMES) == list_detectors()
+
+
+def test_the_defaults_are_the_librarys() -> None:
+    from pixelguard import defaults
+    from pixelguard.evaluate.runner import SHARD_SIZE
+    from pixelguard.models.base import DEFAULT_BATCH_SIZE
+
+    assert (DEFAULT_BATCH_SIZE, SHARD_SIZE) == (defaults.DEFAULT_BATCH_SIZE, defaults.SHARD_SIZE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
 import sys
@@ -170,7 +171,9 @@ def test_interrupt_exits_130_and_names_the_checkpoint(cli, model_factory, tmp_pa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pixelguard.cli.attack.attack_dataset", interrupted)
+    # The command imports attack_dataset from its module when it runs (keeping --help fast).
+    attack_run = importlib.import_module("pixelguard.evaluate.attack_run")
+    monkeypatch.setattr(attack_run, "attack_dataset", interrupted)
     result = cli(*_attack(model_factory, tmp_path), code=130)
     assert "--resume" in result.stderr and str(tmp_path / "checkpoint") in result.stderr
 

@@ -17,7 +17,6 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 import pixelguard
-from pixelguard.attacks.base import list_attacks
 from pixelguard.cli import options as opt
 from pixelguard.cli.attack import attack
 from pixelguard.cli.certify import certify_command
@@ -153,6 +152,8 @@ def root(
 
 def attacks_command() -> None:
     """List the registered attacks."""
+    from pixelguard.attacks.base import list_attacks
+
     names = list_attacks()
     width = max(len(name) for name in names)
     for name in names:

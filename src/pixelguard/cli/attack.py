@@ -10,9 +10,7 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import echo_summary
-from pixelguard.evaluate.attack_run import attack_dataset
-from pixelguard.models.base import DEFAULT_BATCH_SIZE
-from pixelguard.report import write_run_reports
+from pixelguard.defaults import DEFAULT_BATCH_SIZE
 
 
 def attack(
@@ -21,9 +19,7 @@ def attack(
     data: opt.DataSpec,
     attack_name: Annotated[
         str,
-        typer.Option(
-            "--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL
-        ),
+        typer.Option("--attack", "-a", help=opt.ATTACK_HELP, rich_help_panel=opt.ATTACK_PANEL),
     ] = opt.DEFAULT_ATTACK,
     pixels: Annotated[
         str | None,
@@ -137,6 +133,9 @@ def attack(
     Without --attack, sparse random search runs (the exact corner scan at one pixel);
     --pixels auto finds the fewest pixels per image.
     """
+    from pixelguard.evaluate.attack_run import attack_dataset
+    from pixelguard.report import write_run_reports
+
     opt.check_output_folder(out)
     attack_name, pixel_budget = opt.resolve_pixels(attack_name, pixels)
     attack_config = opt.build_attack(

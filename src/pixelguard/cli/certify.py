@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, number, percent
-from pixelguard.defenses.ablation import AblationBase, load_ablation_base
-from pixelguard.defenses.certify import RandomizedAblation
 from pixelguard.errors import ConfigError
-from pixelguard.files import write_json
-from pixelguard.models.zoo import list_archs
-from pixelguard.workflows.certification import Certification, certify_dataset, train_ablation_base
+
+if TYPE_CHECKING:
+    from pixelguard.defenses.ablation import AblationBase
+    from pixelguard.workflows.certification import Certification
 
 CERTIFY_PANEL = "Certification options"
 TRAIN_PANEL = "Base classifier training (--train-base)"
@@ -82,7 +81,7 @@ def certify_command(
     seed: Annotated[int, typer.Option(help="Seed of the ablations (and of training).")] = 0,
     arch: Annotated[
         str,
-        typer.Option(help=f"Architecture: {', '.join(list_archs())}.", rich_help_panel=TRAIN_PANEL),
+        typer.Option(help=opt.ARCH_HELP, rich_help_panel=TRAIN_PANEL),
     ] = "small-cnn",
     epochs: Annotated[
         int, typer.Option(help="Passes over the training images.", rich_help_panel=TRAIN_PANEL)
@@ -98,6 +97,11 @@ def certify_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Certify how many pixels provably cannot change each prediction (randomized ablation)."""
+    from pixelguard.defenses.ablation import load_ablation_base
+    from pixelguard.defenses.certify import RandomizedAblation
+    from pixelguard.files import write_json
+    from pixelguard.workflows.certification import certify_dataset, train_ablation_base
+
     opt.check_output_folder(out)
     data_options = opt.DataOptions(labels, data_layout, value_range, split)
     if model is not None and train_base is None:

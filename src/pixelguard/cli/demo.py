@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from pixelguard.attacks.sparse_rs import SparseRS
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import number, percent, seconds
-from pixelguard.data import load_digits
-from pixelguard.evaluate.attack_run import AttackRun, attack_dataset
-from pixelguard.report import write_run_reports, write_summary_json
-from pixelguard.workflows.demo import demo_model
+
+if TYPE_CHECKING:
+    from pixelguard.evaluate.attack_run import AttackRun
 
 ARCH = "small-cnn"
 SEED = 0
@@ -43,6 +41,12 @@ def demo(
     quiet: opt.Quiet = False,
 ) -> None:
     """Train (or reuse) a small CNN on the built-in digits and fool it with 1, 3 and 5 pixels."""
+    from pixelguard.attacks.sparse_rs import SparseRS
+    from pixelguard.data import load_digits
+    from pixelguard.evaluate.attack_run import attack_dataset
+    from pixelguard.report import write_run_reports, write_summary_json
+    from pixelguard.workflows.demo import demo_model
+
     budgets = opt.parse_ints(pixels, "--pixels")
     opt.check_output_folder(out)
     train_data, digits_test = load_digits("train"), load_digits("test")

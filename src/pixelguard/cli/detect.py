@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.defenses.detect import create_detector, list_detectors
-from pixelguard.files import write_json
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
+from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.parsing import parse_key_values
-from pixelguard.workflows.detection import DetectionEvaluation, evaluate_detector
+
+if TYPE_CHECKING:
+    from pixelguard.workflows.detection import DetectionEvaluation
 
 DETECTOR_PANEL = "Detector options"
 
@@ -26,7 +26,7 @@ def detect_command(
     detector: Annotated[
         str,
         typer.Option(
-            help=f"Detector to evaluate: {', '.join(list_detectors())} (or isolated-pixels).",
+            help=f"Detector to evaluate: {', '.join(opt.DETECTOR_NAMES)} (or isolated-pixels).",
             rich_help_panel=DETECTOR_PANEL,
         ),
     ],
@@ -64,10 +64,8 @@ def detect_command(
     ] = True,
     attack_name: Annotated[
         str,
-        typer.Option(
-            "--attack", "-a", help=opt.attack_names_help(), rich_help_panel=opt.ATTACK_PANEL
-        ),
-    ] = "sparse-rs",
+        typer.Option("--attack", "-a", help=opt.ATTACK_HELP, rich_help_panel=opt.ATTACK_PANEL),
+    ] = opt.DEFAULT_ATTACK,
     pixels: Annotated[
         int | None,
         typer.Option(
@@ -126,6 +124,11 @@ def detect_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Fit a detector on clean images, attack held-out ones, report how many it catches."""
+    from pixelguard.defenses.detect import create_detector
+    from pixelguard.files import write_json
+    from pixelguard.models.base import parse_floats
+    from pixelguard.workflows.detection import evaluate_detector
+
     rates = parse_floats(fpr, "--fpr") or ()
     settings = {"seed": seed, **parse_key_values(detector_param or [], "--detector-param")}
     attack = opt.build_attack(

@@ -9,22 +9,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from tqdm import tqdm
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.evaluate.runner import SHARD_SIZE, EvaluationProgress, evaluate
-from pixelguard.evaluate.suite import Gate, build_suite, check_gates
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, parse_floats
-from pixelguard.report.evaluation import (
-    accuracy_rows,
-    evaluated_rows,
-    verdict,
-    write_evaluation_report,
-)
+from pixelguard.defaults import DEFAULT_BATCH_SIZE, SHARD_SIZE
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from pixelguard.evaluate.runner import EvaluationProgress
 
 GATE_FAILED = 1
 """Exit code of a run whose robust (or clean) accuracy is below a ``--fail-under`` gate."""
@@ -145,6 +141,11 @@ def evaluate_command(
 
     Exits with code 1 when a --fail-under gate fails, 2 on bad input.
     """
+    from pixelguard.evaluate.runner import evaluate
+    from pixelguard.evaluate.suite import Gate, build_suite, check_gates
+    from pixelguard.models.base import parse_floats
+    from pixelguard.report.evaluation import write_evaluation_report
+
     opt.check_output_folder(out)
     gates = [Gate.parse(text) for text in fail_under or []]
     model_options = opt.picked(opt.ModelOptions, locals())
@@ -219,6 +220,8 @@ def _evaluation_progress(bar: tqdm | None) -> EvaluationProgress | None:
 def _echo_evaluation(summary: dict[str, Any], paths: Sequence[Path]) -> None:
     """Print what was evaluated, the accuracy per budget with its interval, the flags,
     the verdict and the files written."""
+    from pixelguard.report.evaluation import accuracy_rows, evaluated_rows, verdict
+
     evaluated = dict(evaluated_rows(summary))
     typer.echo(
         f"{summary['suite']} suite on "

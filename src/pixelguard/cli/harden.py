@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
-from pixelguard.defenses.harden import parse_threat
-from pixelguard.files import write_json
-from pixelguard.report.evaluation import write_evaluation_report
-from pixelguard.workflows.hardening import (
-    RobustnessComparison,
-    compare_robustness,
-    harden_checkpoint,
-    hardening_state_path,
-    load_trainable_checkpoint,
-)
+
+if TYPE_CHECKING:
+    from pixelguard.workflows.hardening import RobustnessComparison
 
 TRAIN_PANEL = "Training options"
 EVALUATION_PANEL = "Evaluation options"
@@ -118,6 +111,16 @@ def harden_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Adversarially train a model on the train split; compare robustness on the test split."""
+    from pixelguard.defenses.harden import parse_threat
+    from pixelguard.files import write_json
+    from pixelguard.report.evaluation import write_evaluation_report
+    from pixelguard.workflows.hardening import (
+        compare_robustness,
+        harden_checkpoint,
+        hardening_state_path,
+        load_trainable_checkpoint,
+    )
+
     if report_dir is not None:
         opt.check_output_folder(report_dir, "--report-dir")
     threat = parse_threat(against)

@@ -2,6 +2,9 @@
 
 Every option is declared once here as an ``Annotated`` alias; commands use the
 aliases, so ``attack`` and ``train`` spell and document the data options alike.
+
+The library (and so torch) is imported where an option is turned into a library call,
+not at import: ``pixelguard --help`` builds every command's options from this module.
 """
 
 from __future__ import annotations
@@ -12,25 +15,21 @@ import logging
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from tqdm import tqdm
 
-from pixelguard.attacks.base import (
-    Attack,
-    ProgressCallback,
-    attacks,
-    create_attack,
-    list_attacks,
-)
-from pixelguard.data import Dataset, load_data
-from pixelguard.defenses.spec import parse_defense
+from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.errors import ConfigError, DataError
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, parse_number, parse_shape
-from pixelguard.models.loader import load_model
-from pixelguard.models.training import TrainProgress
 from pixelguard.parsing import parse_key_values
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from pixelguard.attacks.base import Attack, ProgressCallback
+    from pixelguard.data import Dataset
+    from pixelguard.models.base import Classifier
+    from pixelguard.models.training import TrainProgress
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +248,9 @@ class ModelOptions:
         ``data_shape`` is the image shape of the data to classify: the input size of a
         model that records none, unless ``--input-shape`` says otherwise.
         """
+        from pixelguard.models.base import parse_shape
+        from pixelguard.models.loader import load_model
+
         return load_model(
             spec,
             input_shape=parse_shape(self.input_shape, "--input-shape"),
@@ -286,6 +288,8 @@ class DataOptions:
 
     def load(self, spec: str, *, split: str | None = None) -> Dataset:
         """Load ``spec`` with these options (``split`` overrides the option)."""
+        from pixelguard.data import load_data
+
         dataset = load_data(
             spec,
             labels=self.labels,
@@ -331,6 +335,8 @@ def apply_defense(model: Classifier, spec: str | None) -> tuple[Classifier, dict
     """``model`` behind the ``--defense`` spec, and the defense's description (None: no defense)."""
     if spec is None:
         return model, None
+    from pixelguard.defenses.spec import parse_defense
+
     wrap, description = parse_defense(spec)
     return wrap(model), description
 
@@ -446,6 +452,8 @@ def named_attack_options(
 
 
 def _number(text: str, flag_name: str) -> float:
+    from pixelguard.models.base import parse_number
+
     try:
         return parse_number(text)
     except ValueError:
@@ -456,6 +464,8 @@ def _number(text: str, flag_name: str) -> float:
 
 def attack_fields(name: str) -> set[str]:
     """The configuration fields of the registered attack ``name``."""
+    from pixelguard.attacks.base import attacks
+
     factory = attacks.get(name)
     return {f.name for f in dataclasses.fields(factory)} if isinstance(factory, type) else set()
 
@@ -480,18 +490,32 @@ def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attac
         raise ConfigError(
             f"{name} has no option {', '.join(unknown)}; its options: {', '.join(sorted(fields))}"
         )
+    from pixelguard.attacks.base import create_attack
+
     return create_attack(name, **chosen)
 
 
 def attack_summary_line(name: str) -> str:
     """The first line of an attack's docstring, with reST literals as `code`."""
+    from pixelguard.attacks.base import attacks
+
     doc = (attacks.get(name).__doc__ or "").strip()
     return doc.splitlines()[0].replace("``", "`") if doc else ""
 
 
-def attack_names_help() -> str:
-    """Help text for ``--attack``, listing the registered attacks."""
-    return f"Attack to run: {', '.join(list_attacks())}."
+ATTACK_HELP = "Attack to run; `pixelguard attacks` lists them all."
+"""Help text for ``--attack``. It names no registered attack: listing them would import
+every attack (and torch) whenever any command's help is shown."""
+
+ARCH_NAMES = ("mlp", "small-cnn")
+"""The architectures of :mod:`pixelguard.models.zoo`, for help text without importing torch
+(``tests/test_imports.py`` checks that they are :func:`~pixelguard.models.zoo.list_archs`)."""
+
+ARCH_HELP = f"Architecture: {', '.join(ARCH_NAMES)}."
+
+DETECTOR_NAMES = ("feature-squeezing", "isolated-pixel")
+"""The detectors of :mod:`pixelguard.defenses.detect`, for help text without importing
+torch (checked against :func:`~pixelguard.defenses.detect.list_detectors` likewise)."""
 
 
 def resolve_target(text: str | None, class_names: list[str] | None) -> int | None:
@@ -516,6 +540,8 @@ def progress_bar(description: str, *, quiet: bool, unit: str = "img") -> Iterato
     if quiet or not sys.stderr.isatty():
         yield None
         return
+    from tqdm import tqdm
+
     with tqdm(desc=description, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
         yield bar
 

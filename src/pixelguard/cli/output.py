@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import typer
 
-from pixelguard.attacks.base import Attack, attacks
-from pixelguard.evaluate.attack_run import AttackRun, WireStats
+if TYPE_CHECKING:
+    from pixelguard.attacks.base import Attack
+    from pixelguard.evaluate.attack_run import AttackRun, WireStats
 
 
 def percent(value: float) -> str:
@@ -56,6 +57,8 @@ def attack_text(run: AttackRun) -> str:
 
     E.g. ``"sparse-rs (pixels=3, budget 3,000 queries/image, seed 0)"``.
     """
+    from pixelguard.attacks.base import attacks
+
     result = run.result
     attack_class = cast("type[Attack]", attacks.get(result.attack))
     defaults = {

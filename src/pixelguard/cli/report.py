@@ -9,8 +9,6 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line
-from pixelguard.report.compare import compare_folders, comparison_text, write_comparison
-from pixelguard.report.evaluation import render_evaluation_report, verdict
 
 
 def _report_dir(metavar: str) -> Any:
@@ -22,6 +20,8 @@ def _report_dir(metavar: str) -> Any:
 
 def report_command(folder: Annotated[Path, _report_dir("DIR")]) -> None:
     """Re-render report.html and report.md from DIR/report.json (and DIR/adversarial.npz)."""
+    from pixelguard.report.evaluation import render_evaluation_report, verdict
+
     files, paths = render_evaluation_report(folder)
     if files.arrays is None:
         typer.echo(f"note: {files.images_note}", err=True)
@@ -51,6 +51,8 @@ def compare_command(
     ] = None,
 ) -> None:
     """Compare two evaluations side by side, e.g. before and after a defense."""
+    from pixelguard.report.compare import compare_folders, comparison_text, write_comparison
+
     if out is not None:
         opt.check_output_folder(out)
     comparison = compare_folders(first, second, names)

@@ -9,8 +9,6 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import percent, seconds
-from pixelguard.models.zoo import list_archs
-from pixelguard.workflows.training import train_on_dataset
 
 VAL_FRACTION = 0.1
 """Share of the training images held out when the data has no test split."""
@@ -25,9 +23,7 @@ def train(
             "--out", "-o", help="The checkpoint to write (.pt).", rich_help_panel=opt.OUTPUT_PANEL
         ),
     ],
-    arch: Annotated[
-        str, typer.Option(help=f"Architecture: {', '.join(list_archs())}.")
-    ] = "small-cnn",
+    arch: Annotated[str, typer.Option(help=opt.ARCH_HELP)] = "small-cnn",
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 20,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")] = 0,
@@ -45,6 +41,8 @@ def train(
     quiet: opt.Quiet = False,
 ) -> None:
     """Train a small CNN or MLP; `pixelguard attack --model OUT` then needs no model options."""
+    from pixelguard.workflows.training import train_on_dataset
+
     options = opt.DataOptions(labels, data_layout, value_range, split)
     train_data = options.load(data)
     test = options.separate_test_split(data, train_data) if split == "train" else None

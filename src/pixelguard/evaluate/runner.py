@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from pixelguard.data.base import Dataset
+from pixelguard.defaults import SHARD_SIZE as SHARD_SIZE
 from pixelguard.errors import ConfigError
 from pixelguard.evaluate.attack_run import _check_arguments, _check_resume, _predict
 from pixelguard.evaluate.backends import ShardTask, check_backend, run_shards
@@ -57,9 +58,6 @@ logger = logging.getLogger(__name__)
 EVALUATION_SCHEMA = "evaluation-1.1"
 """Version of :meth:`Evaluation.to_dict`'s layout (1.1 adds the model and data, the
 confidence intervals and the headline to 1.0; readers of 1.1 read 1.0 too)."""
-
-SHARD_SIZE = 100
-"""Images per shard: per :meth:`Attack.run` call, per checkpoint file, per Ray task."""
 
 CONFIDENCE_LEVEL = 0.95
 """Coverage of the accuracy intervals (two-sided Clopper-Pearson)."""

@@ -202,6 +202,21 @@ def probabilities(scores: torch.Tensor, output: OutputKind) -> torch.Tensor:
     return scores
 
 
+def one_tensor(out: object, what: str) -> torch.Tensor:
+    """A network's output as one tensor: a lone element of a tuple or list is unwrapped.
+
+    Raises:
+        ModelError: ``what`` returned something other than a tensor.
+    """
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ModelError(
+            f"{what} returned {type(out).__name__}, expected an (N, K) tensor of scores"
+        )
+    return out
+
+
 def differentiable_scores(
     x: torch.Tensor,
     input_shape: tuple[int, int, int],

@@ -42,6 +42,7 @@ from pixelguard.models.base import (
     OutputKind,
     differentiable_scores,
     log_probabilities,
+    one_tensor,
 )
 from pixelguard.models.image_input import ImageInput, describe_detected, input_spec
 
@@ -244,13 +245,7 @@ class KerasClassifier(ArrayClassifier):
                 f"the Keras model failed on input of shape {tuple(inputs.shape)} "
                 f"(layout {self.spec.layout}): {first_line(exc)}; check input_shape and layout"
             ) from exc
-        if isinstance(out, (tuple, list)) and len(out) == 1:
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise ModelError(
-                f"the Keras model returned {type(out).__name__}, expected an (N, K) tensor"
-            )
-        return out
+        return one_tensor(out, "the Keras model")
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor | np.ndarray:
         if self.backend == "torch":

@@ -17,6 +17,7 @@ from pixelguard.models.base import (
     OutputKind,
     differentiable_scores,
     log_probabilities,
+    one_tensor,
 )
 
 
@@ -101,13 +102,7 @@ class TorchClassifier(ArrayClassifier):
                 f"(layout {self.spec.layout}, dtype {self.spec.dtype}): {exc}; "
                 "check input_shape, layout and batch_size"
             ) from exc
-        if isinstance(out, (tuple, list)) and len(out) == 1:
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise ModelError(
-                f"the module returned {type(out).__name__}, expected an (N, K) tensor of scores"
-            )
-        return out
+        return one_tensor(out, "the module")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a canonical batch, under autograd, computed in chunks.

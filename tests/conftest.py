@@ -84,3 +84,20 @@ class ImageQueryCounter(ClassifierWrapper):
 def count_queries():
     """``count_queries(model, x, norm, radius)``: an :class:`ImageQueryCounter` around ``model``."""
     return ImageQueryCounter
+
+
+@pytest.fixture(scope="session")
+def backdoored_digits(digits) -> tuple[TorchClassifier, str, int]:
+    """A small CNN trained on the first 1,200 digits with 10% of them carrying a 2x2
+    white square in the bottom-right corner, relabelled 7: (model, trigger, target)."""
+    trigger, target = "square:2@bottom-right", 7
+    from pixelguard.data.base import Dataset
+    from pixelguard.poisoning.backdoor import poison_dataset
+
+    x, y = digits
+    train = Dataset(x[:1200], y[:1200], None, "digits-train")
+    poisoned = poison_dataset(train, trigger, rate=0.1, target=target, seed=0)
+    module, _ = train_classifier(
+        poisoned.dataset.x, poisoned.dataset.y, epochs=15, lr=3e-3, batch_size=64, seed=0
+    )
+    return TorchClassifier(module, (1, 8, 8), batch_size=4096), trigger, target

@@ -40,7 +40,7 @@ def test_bad_specs_are_config_errors(spec):
 
 
 def test_detectors_resolve_by_name_and_alias(digits_model):
-    assert list_detectors() == ["feature-squeezing", "isolated-pixel"]
+    assert list_detectors() == ["feature-squeezing", "isolated-pixel", "strip"]
     detector = create_detector("isolated-pixels", digits_model, top=2)
     assert isinstance(detector, IsolatedPixelDetector) and detector.top == 2
     assert create_detector("feature-squeezing", digits_model).model is digits_model

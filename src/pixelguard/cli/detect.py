@@ -11,9 +11,14 @@ import typer
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
 from pixelguard.defaults import DEFAULT_BATCH_SIZE
+from pixelguard.errors import ConfigError
 from pixelguard.parsing import parse_key_values
 
 if TYPE_CHECKING:
+    from pixelguard.attacks.base import Attack
+    from pixelguard.data.base import Dataset
+    from pixelguard.defenses.detect import Detector
+    from pixelguard.models.base import Classifier
     from pixelguard.workflows.detection import DetectionEvaluation
 
 DETECTOR_PANEL = "Detector options"
@@ -62,6 +67,23 @@ def detect_command(
             rich_help_panel=DETECTOR_PANEL,
         ),
     ] = True,
+    trigger: Annotated[
+        str | None,
+        typer.Option(
+            help="Detect backdoor inputs instead of adversarial ones: the positives are the "
+            "held-out images stamped with this trigger (e.g. square:3@bottom-right) that "
+            "the model sends to --target. For --detector strip.",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="With --trigger: the backdoor's target class, by number or name "
+            "(default: none, an all-to-all backdoor: any changed prediction counts).",
+            rich_help_panel=DETECTOR_PANEL,
+        ),
+    ] = None,
     attack_name: Annotated[
         str,
         typer.Option("--attack", "-a", help=opt.ATTACK_HELP, rich_help_panel=opt.ATTACK_PANEL),
@@ -127,8 +149,11 @@ def detect_command(
     from pixelguard.defenses.detect import create_detector
     from pixelguard.files import write_json
     from pixelguard.models.base import parse_floats
-    from pixelguard.workflows.detection import evaluate_detector
+    from pixelguard.poisoning.triggers import parse_trigger
+    from pixelguard.workflows.detection import evaluate_trigger_detector
 
+    if target is not None and trigger is None:
+        raise ConfigError("--target goes with --trigger (the backdoor's target class)")
     rates = parse_floats(fpr, "--fpr") or ()
     settings = {"seed": seed, **parse_key_values(detector_param or [], "--detector-param")}
     attack = opt.build_attack(
@@ -139,19 +164,24 @@ def detect_command(
     data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
     classifier, _ = opt.load_classifier(model, model_options, dataset)
+    stamp = None if trigger is None else parse_trigger(trigger, dataset.image_shape)
+    backdoor_target = opt.resolve_target(target, dataset.class_names)
     chosen = create_detector(detector, classifier, **settings)
-    with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
-        evaluation = evaluate_detector(
+    if stamp is not None:
+        evaluation = evaluate_trigger_detector(
             classifier,
             dataset,
             chosen,
-            attack,
+            stamp,
+            target=backdoor_target,
             fprs=rates,
             fit_fraction=fit_fraction,
-            adaptive=adaptive,
             limit=limit,
             seed=seed,
-            progress=opt.images_progress(bar),
+        )
+    else:
+        evaluation = _attack_evaluation(
+            classifier, dataset, chosen, attack, rates, fit_fraction, adaptive, limit, seed, quiet
         )
     report = {
         **evaluation.to_dict(),
@@ -166,18 +196,54 @@ def detect_command(
     typer.echo(files_line([path]))
 
 
+def _attack_evaluation(
+    classifier: Classifier,
+    dataset: Dataset,
+    detector: Detector,
+    attack: Attack,
+    rates: tuple[float, ...],
+    fit_fraction: float,
+    adaptive: bool,
+    limit: int | None,
+    seed: int,
+    quiet: bool,
+) -> DetectionEvaluation:
+    """The detector against the attack, plain and adaptive, with a progress bar."""
+    from pixelguard.workflows.detection import evaluate_detector
+
+    with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
+        return evaluate_detector(
+            classifier,
+            dataset,
+            detector,
+            attack,
+            fprs=rates,
+            fit_fraction=fit_fraction,
+            adaptive=adaptive,
+            limit=limit,
+            seed=seed,
+            progress=opt.images_progress(bar),
+        )
+
+
 def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
     """Print the split, the AUROC and, per target false-positive rate, the measured
     rates with their confidence intervals."""
     data = evaluation.to_dict()
     split = data["split"]
-    typer.echo(
-        f"{data['detector']['detector']} detector against {data['attack']['name']} on {source}"
-    )
+    attack = data["attack"]
+    if attack["name"] == "trigger":
+        against = f"the trigger {attack['params']['trigger']}"
+        positives = f"{data['n_attacked']:,} stamped, {data['n_adversarial']:,} sent to the target"
+        kind = "triggered"
+    else:
+        against = attack["name"]
+        positives = f"{data['n_attacked']:,} attacked, {data['n_adversarial']:,} adversarial"
+        kind = "adversarial"
+    typer.echo(f"{data['detector']['detector']} detector against {against} on {source}")
     typer.echo(
         f"  fitted on {split['n_fit']:,} clean images ({percent(split['fit_fraction'])}, "
-        f"seed {split['seed']}); {split['n_test']:,} held out, {data['n_attacked']:,} attacked, "
-        f"{data['n_adversarial']:,} adversarial"
+        f"seed {split['seed']}); {split['n_test']:,} held out, {positives}"
     )
     auroc = data["auroc"]
     typer.echo(f"  AUROC {'-' if auroc is None else f'{auroc:.3f}'}")
@@ -191,7 +257,7 @@ def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
         )
         typer.echo(f"    FPR {_measured(point['fpr'], point['fpr_ci'], level, n_clean, 'clean')}")
         rate, interval = point["detection_rate"], point["detection_rate_ci"]
-        typer.echo(f"    detection {_measured(rate, interval, level, n_adv, 'adversarial')}")
+        typer.echo(f"    detection {_measured(rate, interval, level, n_adv, kind)}")
         adaptive = point["adaptive"]
         if adaptive is not None:
             rate, interval = adaptive["detection_rate"], adaptive["detection_rate_ci"]
@@ -200,7 +266,7 @@ def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
                 f"    adaptive detection {_measured(rate, interval, level, n_fooled, 'adversarial')}"
             )
     typer.echo(
-        "  (detection: the share of adversarial images flagged at the threshold calibrated "
+        f"  (detection: the share of {kind} images flagged at the threshold calibrated "
         "for the target FPR; intervals are Clopper-Pearson)"
     )
 

@@ -513,7 +513,7 @@ ARCH_NAMES = ("mlp", "small-cnn")
 
 ARCH_HELP = f"Architecture: {', '.join(ARCH_NAMES)}."
 
-DETECTOR_NAMES = ("feature-squeezing", "isolated-pixel")
+DETECTOR_NAMES = ("feature-squeezing", "isolated-pixel", "strip")
 """The detectors of :mod:`pixelguard.defenses.detect`, for help text without importing
 torch (checked against :func:`~pixelguard.defenses.detect.list_detectors` likewise)."""
 

@@ -35,17 +35,32 @@ def train(
             rich_help_panel=opt.DATA_PANEL,
         ),
     ] = "train",
+    test_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Clean images to measure on (default: the data's own test split, if any). "
+            "With a set written by pixelguard poison, the backdoor's attack success rate "
+            "is measured on them too.",
+            rich_help_panel=opt.DATA_PANEL,
+        ),
+    ] = None,
     labels: opt.Labels = None,
     data_layout: opt.DataLayout = "auto",
     value_range: opt.ValueRange = "auto",
     quiet: opt.Quiet = False,
 ) -> None:
     """Train a small CNN or MLP; `pixelguard attack --model OUT` then needs no model options."""
+    from pixelguard.poisoning.backdoor import read_poison_info
+    from pixelguard.workflows.poisoning import backdoor_report
     from pixelguard.workflows.training import train_on_dataset
 
     options = opt.DataOptions(labels, data_layout, value_range, split)
     train_data = options.load(data)
-    test = options.separate_test_split(data, train_data) if split == "train" else None
+    if test_data is not None:
+        test = opt.DataOptions(split="test").load(test_data)
+    else:
+        test = options.separate_test_split(data, train_data) if split == "train" else None
+    poison = read_poison_info(data)
     with opt.progress_bar("training", quiet=quiet, unit="epoch") as bar:
         trained = train_on_dataset(
             train_data,
@@ -57,8 +72,10 @@ def train(
             val_fraction=0.0 if test is not None else VAL_FRACTION,
             progress=opt.epochs_progress(bar),
         )
-    trained.save(out)
     metrics = trained.metrics
+    if poison is not None and test is not None:
+        metrics["backdoor"] = backdoor_report(trained.classifier(), test, poison)
+    trained.save(out)
     typer.echo(
         f"trained {arch} on {metrics['train_size']:,} images of {train_data.source} "
         f"in {seconds(metrics['seconds'])}"
@@ -73,4 +90,17 @@ def train(
             f"  validation accuracy  {percent(metrics['val_accuracy'])}  "
             f"({metrics['val_size']:,} held-out images)"
         )
+    if poison is not None:
+        typer.echo(
+            f"  poisoned training set: {int(poison.mask.sum()):,} images with trigger "
+            f"{poison.metadata['trigger']} ({poison.mode})"
+        )
+        backdoor = metrics.get("backdoor")
+        if backdoor is None:
+            typer.echo("  attack success rate  - (give clean test images with --test-data)")
+        else:
+            typer.echo(
+                f"  attack success rate  {percent(backdoor['attack_success_rate'])}  "
+                f"({backdoor['n_triggered']:,} triggered test images)"
+            )
     typer.echo(f"wrote {out}")

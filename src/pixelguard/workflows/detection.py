@@ -11,6 +11,9 @@ how precisely its images pin the rate down; ``limit`` attacks a seeded random
 subset of the held-out images (:meth:`~pixelguard.data.base.Dataset.sample`), not
 the first ones, which on ordered data are no fair sample.
 
+:func:`evaluate_trigger_detector` measures a detector of backdoor inputs (STRIP) the
+same way, with the held-out images stamped with a trigger as the positives.
+
 The adaptive attacker runs the same attack on
 :class:`~pixelguard.defenses.detector_aware.DetectorAwareClassifier` at each
 threshold: it succeeds only with an image that is misclassified *and* not flagged
@@ -42,6 +45,7 @@ from pixelguard.defenses.detection_metrics import (
 from pixelguard.defenses.detector_aware import DetectorAwareClassifier
 from pixelguard.errors import ConfigError
 from pixelguard.models.base import Classifier
+from pixelguard.poisoning.triggers import Trigger
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +267,80 @@ def evaluate_detector(
         n_fit=int(fit_index.numel()),
         n_test=len(held_out),
         n_attacked=int(ya.numel()),
+        n_adversarial=int(adv_scores.numel()),
+        auroc=auroc,
+        points=points,
+        wall_time=time.perf_counter() - start,
+    )
+
+
+def evaluate_trigger_detector(
+    model: Classifier,
+    dataset: Dataset,
+    detector: Detector,
+    trigger: Trigger,
+    *,
+    target: int | None,
+    fprs: Sequence[float] = (0.01, 0.05),
+    fit_fraction: float = 0.5,
+    limit: int | None = None,
+    seed: int = 0,
+) -> DetectionEvaluation:
+    """Fit ``detector`` on part of ``dataset``; the positives are the rest with ``trigger``.
+
+    The inference-time side of a backdoor: the held-out clean images are the
+    negatives; the same images with the trigger stamped that the model then sends to
+    ``target`` (every class but ``target`` is stamped; with ``target=None``, an
+    all-to-all backdoor, any changed prediction counts) are the positives. A trigger
+    the model ignores is no attack, so those images are not positives.
+
+    Returns:
+        The :class:`DetectionEvaluation`; its ``attack`` names the trigger and
+        ``n_attacked`` counts the stamped images. There is no adaptive run.
+
+    Raises:
+        ConfigError: bad rates, fraction or limit, or too few images to split.
+        ShapeError: a trigger for images of another shape.
+    """
+    if not fprs or not all(0.0 < f < 1.0 for f in fprs):
+        raise ConfigError(f"false-positive rates must lie in (0, 1), got {list(fprs)}")
+    if not 0.0 < fit_fraction < 1.0:
+        raise ConfigError(f"fit_fraction must lie in (0, 1), got {fit_fraction}")
+    start = time.perf_counter()
+    fit_index, test_index = _split(len(dataset), fit_fraction, seed)
+    held_out = dataset.subset(test_index).sample(limit, seed)
+    _warn_unmeasurable(len(held_out), fprs)
+    detector.fit(dataset.x[fit_index])
+    clean_scores = detector.score(held_out.x)
+    stamp = (
+        held_out.y != target
+        if target is not None
+        else torch.ones_like(held_out.y, dtype=torch.bool)
+    )
+    triggered = trigger.apply(held_out.x[stamp])
+    predicted = model.predict(triggered).argmax(dim=1).cpu()
+    hit = predicted == target if target is not None else predicted != held_out.y[stamp]
+    adv_scores = detector.score(triggered[hit])
+    auroc = (
+        roc_auc(clean_scores, adv_scores) if adv_scores.numel() and clean_scores.numel() else None
+    )
+    points = [
+        OperatingPoint(
+            fpr,
+            detection_metrics(clean_scores, adv_scores, detector.threshold_for_fpr(fpr)),
+            None,
+        )
+        for fpr in fprs
+    ]
+    return DetectionEvaluation(
+        detector=detector.params(),
+        attack={"name": "trigger", "params": {"trigger": trigger.spec, "target": target}},
+        fit_fraction=fit_fraction,
+        seed=seed,
+        limit=limit,
+        n_fit=int(fit_index.numel()),
+        n_test=len(held_out),
+        n_attacked=int(stamp.sum()),
         n_adversarial=int(adv_scores.numel()),
         auroc=auroc,
         points=points,

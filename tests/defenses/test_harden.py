@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from pixelguard.attacks import SparseRS
+from pixelguard.attacks.base import ThreatModel, parse_threat
 from pixelguard.data.base import Dataset
-from pixelguard.defenses.harden import ThreatModel, harden, parse_threat
+from pixelguard.defenses.harden import harden, training_attack
 from pixelguard.errors import ConfigError
 from pixelguard.models.torch import TorchClassifier
 
@@ -27,11 +28,12 @@ def _weights(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def test_parse_threat_accepts_the_three_forms():
-    assert parse_threat("pixels:3") == ThreatModel("pixels", 3.0)
+    assert parse_threat("pixels:3") == ThreatModel("l0", 3.0)
+    assert parse_threat("pixels:3").spec == "pixels:3"
     assert parse_threat(" LINF:0.1 ") == ThreatModel("linf", 0.1)
-    assert str(parse_threat("l2:1.5")) == "l2:1.5"
-    assert parse_threat("pixels:3").training_attack(5).name == "sparse-pgd"
-    assert parse_threat("l2:1.5").training_attack(5).to_dict()["norm"] == "l2"
+    assert parse_threat("l2:1.5").spec == "l2:1.5"
+    assert training_attack(parse_threat("pixels:3"), 5).name == "sparse-pgd"
+    assert training_attack(parse_threat("l2:1.5"), 5).to_dict()["norm"] == "l2"
 
 
 @pytest.mark.parametrize(

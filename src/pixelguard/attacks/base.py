@@ -89,6 +89,13 @@ class ThreatModel:
             return f"l0 <= {self.size:g} pixels"
         return f"{self.kind} <= {self.size:g}"
 
+    @property
+    def spec(self) -> str:
+        """The form users type (``harden --against``): ``pixels:3``, ``linf:0.1``, ``l2:1.5``."""
+        if self.kind is None or self.size is None:
+            return "unbounded"
+        return f"{'pixels' if self.kind == 'l0' else self.kind}:{self.size:g}"
+
     def within(self, other: ThreatModel) -> bool:
         """Whether every perturbation this threat model allows, ``other`` allows too.
 
@@ -125,6 +132,37 @@ class ThreatModel:
 
 UNBOUNDED = ThreatModel()
 """The threat model of an attack bounded only by the [0, 1] box."""
+
+
+def parse_threat(spec: str) -> ThreatModel:
+    """``"pixels:3"``, ``"linf:0.1"`` or ``"l2:0.5"`` as a bounded :class:`ThreatModel`.
+
+    ``pixels:K`` is the L0 threat model of K pixels (``ThreatModel("l0", K)``).
+
+    Raises:
+        ConfigError: another form, a pixel count that is not a positive integer,
+            or a radius that is not positive (at most 1 for linf).
+
+    Example:
+        >>> parse_threat("pixels:3")
+        ThreatModel(kind='l0', size=3.0)
+    """
+    kind, sep, value = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    try:
+        size = float(value)
+    except ValueError:
+        size = math.nan
+    if not sep or kind not in ("pixels", "linf", "l2") or not math.isfinite(size):
+        raise ConfigError(
+            "a threat model is pixels:K, linf:EPS or l2:EPS (e.g. pixels:3 or linf:0.1), "
+            f"got {spec!r}"
+        )
+    if kind == "pixels" and (size < 1 or not size.is_integer()):
+        raise ConfigError(f"pixels:K needs a whole number of pixels K >= 1, got {spec!r}")
+    if kind != "pixels" and not (size > 0 and (kind == "l2" or size <= 1)):
+        raise ConfigError(f"{kind}:EPS needs a radius EPS > 0 (at most 1 for linf), got {spec!r}")
+    return ThreatModel("l0" if kind == "pixels" else kind, size)  # type: ignore[arg-type]
 
 
 def threat_model_from(params: Mapping[str, Any]) -> ThreatModel:

@@ -111,7 +111,7 @@ def harden_command(
     quiet: opt.Quiet = False,
 ) -> None:
     """Adversarially train a model on the train split; compare robustness on the test split."""
-    from pixelguard.defenses.harden import parse_threat
+    from pixelguard.attacks.base import parse_threat
     from pixelguard.files import write_json
     from pixelguard.report.evaluation import write_evaluation_report
     from pixelguard.workflows.hardening import (
@@ -171,7 +171,7 @@ def harden_command(
         typer.echo(json.dumps({**summary, "files": [str(p) for p in paths]}, indent=2))
         return
     typer.echo(
-        f"hardened {original.arch} against {threat} for {epochs} epochs on {len(train):,} "
+        f"hardened {original.arch} against {threat.spec} for {epochs} epochs on {len(train):,} "
         f"images of {train.source} in {seconds(hardened.seconds)}"
     )
     _echo_comparison(comparison, test.source)

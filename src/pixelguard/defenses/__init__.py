@@ -51,7 +51,7 @@ from pixelguard.defenses.filters import (
     reduce_bit_depth,
     remove_outliers,
 )
-from pixelguard.defenses.harden import HardenedModel, ThreatModel, harden, parse_threat
+from pixelguard.defenses.harden import HardenedModel, harden, training_attack
 from pixelguard.defenses.preprocess import (
     BitDepthReduction,
     JpegCompression,
@@ -83,7 +83,6 @@ __all__ = [
     "Preprocessor",
     "RandomNoise",
     "RandomizedAblation",
-    "ThreatModel",
     "ablate",
     "ablation_delta",
     "ablation_masks",
@@ -106,7 +105,7 @@ __all__ = [
     "median_deviation",
     "parse_defense",
     "parse_squeezer",
-    "parse_threat",
+    "training_attack",
     "reduce_bit_depth",
     "register_preprocessor",
     "remove_outliers",

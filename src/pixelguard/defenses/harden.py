@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from pixelguard.attacks._gradient import GradientAttack, ObjectiveFunction
+from pixelguard.attacks.base import ThreatModel, parse_threat
 from pixelguard.attacks.pgd import PGD
 from pixelguard.attacks.sparse_pgd import SparsePGD
 from pixelguard.data.base import Dataset
@@ -49,63 +49,24 @@ from pixelguard.models.training import TrainProgress
 
 logger = logging.getLogger(__name__)
 
-ThreatKind = Literal["pixels", "linf", "l2"]
-THREAT_KINDS: tuple[str, ...] = ("pixels", "linf", "l2")
-
 STATE_FORMAT = "pixelguard-harden-state"
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class ThreatModel:
-    """What an adversary may change: ``pixels`` (at most ``size`` pixels) or an
-    ``linf``/``l2`` ball of radius ``size`` in [0, 1] pixel units.
+def training_attack(threat: ThreatModel, steps: int) -> GradientAttack:
+    """The white-box attack adversarial training runs in ``threat``.
 
-    Example:
-        >>> str(parse_threat("pixels:3"))
-        'pixels:3'
-    """
-
-    kind: ThreatKind
-    size: float
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.size:g}"
-
-    def training_attack(self, steps: int) -> GradientAttack:
-        """The white-box attack adversarial training runs in this threat model.
-
-        ``steps`` gradient steps of sparse PGD (pixels) or of PGD with step size
-        ``2.5 * eps / steps`` (linf, l2).
-        """
-        if self.kind == "pixels":
-            return SparsePGD(pixels=int(self.size), steps=steps, restarts=1)
-        return PGD(norm=self.kind, eps=self.size, steps=steps)
-
-
-def parse_threat(spec: str) -> ThreatModel:
-    """``"pixels:3"``, ``"linf:0.1"`` or ``"l2:0.5"`` as a :class:`ThreatModel`.
+    ``steps`` gradient steps of sparse PGD (pixels) or of PGD with step size
+    ``2.5 * eps / steps`` (linf, l2).
 
     Raises:
-        ConfigError: another form, a pixel count that is not a positive integer,
-            or a radius that is not positive (at most 1 for linf).
+        ConfigError: an unbounded threat model.
     """
-    kind, sep, value = spec.strip().partition(":")
-    kind = kind.strip().lower()
-    try:
-        size = float(value)
-    except ValueError:
-        size = math.nan
-    if not sep or kind not in THREAT_KINDS or not math.isfinite(size):
-        raise ConfigError(
-            "a threat model is pixels:K, linf:EPS or l2:EPS (e.g. pixels:3 or linf:0.1), "
-            f"got {spec!r}"
-        )
-    if kind == "pixels" and (size < 1 or not size.is_integer()):
-        raise ConfigError(f"pixels:K needs a whole number of pixels K >= 1, got {spec!r}")
-    if kind != "pixels" and not (size > 0 and (kind == "l2" or size <= 1)):
-        raise ConfigError(f"{kind}:EPS needs a radius EPS > 0 (at most 1 for linf), got {spec!r}")
-    return ThreatModel(kind, size)  # type: ignore[arg-type]
+    if threat.kind is None or threat.size is None:
+        raise ConfigError("adversarial training needs a bounded threat model, e.g. pixels:3")
+    if threat.kind == "l0":
+        return SparsePGD(pixels=int(threat.size), steps=steps, restarts=1)
+    return PGD(norm=threat.kind, eps=threat.size, steps=steps)
 
 
 @dataclass(frozen=True)
@@ -183,7 +144,7 @@ def harden(
     if resume and checkpoint_path is None:
         raise ConfigError("resume needs a checkpoint_path to resume from")
     params: dict[str, Any] = {
-        "against": str(threat),
+        "against": threat.spec,
         "epochs": epochs,
         "lr": lr,
         "batch_size": batch_size,
@@ -196,7 +157,7 @@ def harden(
     module = copy.deepcopy(model).to(dev)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    attack = threat.training_attack(attack_steps)
+    attack = training_attack(threat, attack_steps)
     history: list[dict[str, float | None]] = []
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
@@ -214,7 +175,7 @@ def harden(
     module.eval()
     logger.info(
         "hardened against %s for %d epochs: accuracy %.4f on the last epoch's adversarial examples",
-        threat,
+        threat.spec,
         epochs,
         history[-1]["adversarial_accuracy"],
     )

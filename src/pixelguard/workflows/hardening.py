@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelguard.attacks.base import ProgressCallback, create_attack
+from pixelguard.attacks.base import ProgressCallback, ThreatModel, create_attack
 from pixelguard.data.base import Dataset
-from pixelguard.defenses.harden import HardenedModel, ThreatModel, harden
+from pixelguard.defenses.harden import HardenedModel, harden
 from pixelguard.errors import ConfigError, ModelError
 from pixelguard.evaluate.runner import Evaluation, evaluate
 from pixelguard.evaluate.suite import Suite, SuiteEntry, budget_label, build_suite
@@ -34,7 +34,7 @@ def threat_suite(
     Raises:
         ConfigError: a dense budget for a model without gradients.
     """
-    if threat.kind == "pixels":
+    if threat.kind == "l0":
         return build_suite(
             "pixel", pixels=[int(threat.size)], budget=budget, gradients=gradients, seed=seed
         )
@@ -150,7 +150,7 @@ class RobustnessComparison:
             }
 
         return {
-            "against": str(self.threat),
+            "against": self.threat.spec,
             "budget": self.budget,
             "suite": self.before.suite,
             "n_images": self.before.n_images,

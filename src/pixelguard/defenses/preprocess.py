@@ -82,13 +82,15 @@ def list_preprocessors() -> list[str]:
     return preprocessors.names()
 
 
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Preprocessor(ClassifierWrapper, ABC):
     """Base wrapper: a Classifier that classifies ``transform(x)`` with ``model``.
 
-    Subclasses implement :meth:`transform` (vectorised over the batch, torch), list
-    their settings in ``_params`` (the first is the spec's positional value), declare
-    what each must be in ``_constraints`` (see :mod:`pixelguard.config`), and set them
-    as attributes before calling this ``__init__``, which checks every constraint.
+    A preprocessor is a frozen dataclass: subclasses declare their settings as
+    fields after ``model`` (the first is the spec's positional value, see
+    :meth:`setting_names`), what each must be in ``_constraints`` (see
+    :mod:`pixelguard.config`), checked once when it is built, and implement
+    :meth:`transform` (vectorised over the batch, torch).
 
     Args:
         model: the classifier to defend.
@@ -108,23 +110,23 @@ class Preprocessor(ClassifierWrapper, ABC):
     name: ClassVar[str] = "preprocessor"
     random: ClassVar[bool] = False
     """True when :meth:`transform` draws randomness (see :class:`ExpectationOverTransformation`)."""
-    _params: ClassVar[tuple[str, ...]] = ()
     _constraints: ClassVar[Mapping[str, Check]] = {
         "gradient": one_of("bpda", "none"),
         "batch_size": at_least(1),
     }
 
-    def __init__(
-        self,
-        model: Classifier,
-        *,
-        gradient: GradientRule = "bpda",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        super().__init__(model)
-        self.gradient: GradientRule = gradient
-        self.batch_size = batch_size
+    model: Classifier
+    gradient: GradientRule = dataclasses.field(default="bpda", kw_only=True)
+    batch_size: int = dataclasses.field(default=DEFAULT_BATCH_SIZE, kw_only=True)
+
+    def __post_init__(self) -> None:
         check_constraints(self.name, self)
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        """The defense's own settings, in order (not ``model``, ``gradient``, ``batch_size``)."""
+        common = {"model", "gradient", "batch_size"}
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init and f.name not in common)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -134,7 +136,7 @@ class Preprocessor(ClassifierWrapper, ABC):
 
     def params(self) -> dict[str, Any]:
         """The configuration as plain data, for reports."""
-        settings = {key: getattr(self, key) for key in self._params}
+        settings = {key: getattr(self, key) for key in self.setting_names()}
         return {"defense": self.name, **settings, "gradient": self.gradient}
 
     def __repr__(self) -> str:
@@ -217,6 +219,7 @@ class Preprocessor(ClassifierWrapper, ABC):
 
 
 @register_preprocessor("median")
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class MedianFilter(Preprocessor):
     """Median filter over ``size x size`` windows, per channel (mirrored borders).
 
@@ -237,19 +240,9 @@ class MedianFilter(Preprocessor):
         torch.Size([2, 3])
     """
 
-    _params = ("size",)
     _constraints = {"size": at_least(2)}
 
-    def __init__(
-        self,
-        model: Classifier,
-        size: int = 3,
-        *,
-        gradient: GradientRule = "bpda",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        self.size = size
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
+    size: int = 3
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -258,6 +251,7 @@ class MedianFilter(Preprocessor):
 
 
 @register_preprocessor("outlier-removal")
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class OutlierPixelRemoval(Preprocessor):
     """Replace outlier pixels with their neighbourhood median; leave the rest alone.
 
@@ -273,21 +267,10 @@ class OutlierPixelRemoval(Preprocessor):
         batch_size: most images filtered at once.
     """
 
-    _params = ("size", "threshold")
     _constraints = {"size": at_least(2), "threshold": between(0, 1, low_open=True, high_open=True)}
 
-    def __init__(
-        self,
-        model: Classifier,
-        size: int = 3,
-        threshold: float = 0.5,
-        *,
-        gradient: GradientRule = "bpda",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        self.size = size
-        self.threshold = threshold
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
+    size: int = 3
+    threshold: float = 0.5
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -296,6 +279,7 @@ class OutlierPixelRemoval(Preprocessor):
 
 
 @register_preprocessor("bit-depth")
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class BitDepthReduction(Preprocessor):
     """Quantise every value to ``2**bits`` levels (feature squeezing's colour-depth squeeze).
 
@@ -306,19 +290,9 @@ class BitDepthReduction(Preprocessor):
         batch_size: most images quantised at once.
     """
 
-    _params = ("bits",)
     _constraints = {"bits": int_between(1, 8)}
 
-    def __init__(
-        self,
-        model: Classifier,
-        bits: int = 3,
-        *,
-        gradient: GradientRule = "bpda",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        self.bits = bits
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
+    bits: int = 3
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None
@@ -327,6 +301,7 @@ class BitDepthReduction(Preprocessor):
 
 
 @register_preprocessor("jpeg")
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class JpegCompression(Preprocessor):
     """JPEG-encode and decode every image with Pillow (grey or RGB).
 
@@ -344,22 +319,16 @@ class JpegCompression(Preprocessor):
         ConfigError: bad quality, or images with neither 1 nor 3 channels.
     """
 
-    _params = ("quality",)
     _constraints = {"quality": int_between(1, 95)}
 
-    def __init__(
-        self,
-        model: Classifier,
-        quality: int = 75,
-        *,
-        gradient: GradientRule = "bpda",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        self.quality = quality
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
-        if model.input_shape[0] not in (1, 3):
+    quality: int = 75
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model.input_shape[0] not in (1, 3):
             raise ConfigError(
-                f"jpeg: needs grey or RGB images, the model takes {model.input_shape[0]} channels"
+                f"jpeg: needs grey or RGB images, the model takes {self.model.input_shape[0]} "
+                "channels"
             )
 
     def transform(
@@ -369,6 +338,7 @@ class JpegCompression(Preprocessor):
 
 
 @register_preprocessor("random-noise")
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class RandomNoise(Preprocessor):
     """Add Gaussian noise of standard deviation ``sigma``, clipped to [0, 1]: a random defense.
 
@@ -387,22 +357,17 @@ class RandomNoise(Preprocessor):
     """
 
     random = True
-    _params = ("sigma", "seed")
     _constraints = {"sigma": positive()}
 
-    def __init__(
-        self,
-        model: Classifier,
-        sigma: float = 0.1,
-        *,
-        seed: int | None = 0,
-        gradient: GradientRule = "bpda",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        self.sigma = sigma
-        super().__init__(model, gradient=gradient, batch_size=batch_size)
-        self.seed = seed if seed is not None else secrets.randbits(31)
-        self.generator = torch.Generator().manual_seed(self.seed)
+    sigma: float = 0.1
+    seed: int | None = dataclasses.field(default=0, kw_only=True)
+    generator: torch.Generator = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        seed = self.seed if self.seed is not None else secrets.randbits(31)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "generator", torch.Generator().manual_seed(seed))
 
     def transform(
         self, x: torch.Tensor, *, generator: torch.Generator | None = None

@@ -71,14 +71,15 @@ def parse_defense(spec: str, *, eot_samples: int = 8) -> tuple[DefenseFactory, d
 
 def _settings(spec: str, text: str, cls: type[Preprocessor]) -> dict[str, Any]:
     """The ``VALUE,KEY=VALUE...`` part of a spec as keyword arguments of ``cls``."""
-    known = (*cls._params, *_COMMON_SETTINGS)
+    names = cls.setting_names()
+    known = (*names, *_COMMON_SETTINGS)
     params: dict[str, Any] = {}
     for position, item in enumerate(p.strip() for p in text.split(",") if p.strip()):
         key, sep, value = item.partition("=")
         if not sep:
-            if position or not cls._params:
+            if position or not names:
                 raise ConfigError(f"defense {spec!r}: write settings as key=value, got {item!r}")
-            key, value = cls._params[0], item
+            key, value = names[0], item
         key = key.strip().replace("-", "_")
         if key not in known:
             raise ConfigError(

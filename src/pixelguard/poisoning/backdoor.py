@@ -277,11 +277,11 @@ def choose_poisoned(
     n_poison = round(rate * n)
     if n_poison < 1:
         raise ConfigError(f"a rate of {rate:g} poisons no image of {n}; raise --rate")
-    y = dataset.y
+    of_target = dataset.y == torch.tensor(-1 if target is None else target)
     if mode == "all-to-one":
-        eligible = (y != target).nonzero().flatten()
+        eligible = (~of_target).nonzero().flatten()
     elif mode == "clean-label":
-        eligible = (y == target).nonzero().flatten()
+        eligible = of_target.nonzero().flatten()
     else:
         eligible = torch.arange(n)
     if eligible.numel() < n_poison:
@@ -372,7 +372,7 @@ def backdoor_metrics(
         keep = torch.ones_like(y, dtype=torch.bool)
         wanted = (y + 1) % model.num_classes
     else:
-        keep = y != target
+        keep = y != torch.tensor(target)
         wanted = torch.full_like(y, int(target))  # type: ignore[arg-type]
     triggered = trigger.apply(test.x[keep])
     hit = model.predict(triggered).argmax(dim=1).cpu() == wanted[keep]

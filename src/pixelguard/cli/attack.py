@@ -10,9 +10,9 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import echo_summary
-from pixelguard.defaults import DEFAULT_BATCH_SIZE
 
 
+@opt.with_options(model_options=opt.ModelOptions, data_options=opt.DataOptions)
 def attack(
     *,
     model: opt.ModelSpec,
@@ -105,28 +105,12 @@ def attack(
             rich_help_panel=opt.OUTPUT_PANEL,
         ),
     ],
-    labels: opt.Labels = None,
-    class_names: opt.ClassNames = None,
     limit: opt.Limit = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    split: Annotated[
-        str,
-        typer.Option(help="Split to attack: test, train or all.", rich_help_panel=opt.DATA_PANEL),
-    ] = "test",
-    input_shape: opt.InputShape = None,
-    layout: opt.Layout = None,
-    scale: opt.Scale = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    output: opt.Output = None,
-    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
-    device: opt.Device = None,
-    trust_pickle: opt.TrustPickle = False,
-    http_config: opt.HttpConfig = None,
     defense: opt.DefenseSpec = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
+    data_options: opt.DataOptions,
 ) -> None:
     """Attack a model's correctly classified images and report how many were fooled.
 
@@ -150,9 +134,7 @@ def attack(
         },
         param or [],
     )
-    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data).sample(limit, seed)
-    model_options = opt.picked(opt.ModelOptions, locals())
     classifier, defense_info = opt.load_classifier(model, model_options, dataset, defense)
     target_class = opt.resolve_target(target, dataset.class_names)
     checkpoint = out / opt.CHECKPOINT_FOLDER

@@ -20,6 +20,7 @@ CERTIFY_PANEL = "Certification options"
 TRAIN_PANEL = "Base classifier training (--train-base)"
 
 
+@opt.with_options(data_options=opt.DataOptions)
 def certify_command(
     *,
     data: opt.DataSpec,
@@ -86,15 +87,9 @@ def certify_command(
     epochs: Annotated[
         int, typer.Option(help="Passes over the training images.", rich_help_panel=TRAIN_PANEL)
     ] = 30,
-    labels: opt.Labels = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    split: Annotated[
-        str,
-        typer.Option(help="Split to certify: test, train or all.", rich_help_panel=opt.DATA_PANEL),
-    ] = "test",
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    data_options: opt.DataOptions,
 ) -> None:
     """Certify how many pixels provably cannot change each prediction (randomized ablation)."""
     from pixelguard.defenses.ablation import load_ablation_base
@@ -103,7 +98,6 @@ def certify_command(
     from pixelguard.workflows.certification import certify_dataset, train_ablation_base
 
     opt.check_output_folder(out)
-    data_options = opt.DataOptions(labels, data_layout, value_range, split)
     if model is not None and train_base is None:
         base = load_ablation_base(model)
         if keep is not None and keep != base.keep:

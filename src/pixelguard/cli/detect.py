@@ -10,7 +10,6 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.errors import ConfigError
 from pixelguard.parsing import parse_key_values
 
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
 DETECTOR_PANEL = "Detector options"
 
 
+@opt.with_options(model_options=opt.ModelOptions, data_options=opt.DataOptions)
 def detect_command(
     *,
     model: opt.ModelSpec,
@@ -124,26 +124,10 @@ def detect_command(
             "--out", "-o", help="Folder for detection.json.", rich_help_panel=opt.OUTPUT_PANEL
         ),
     ],
-    labels: opt.Labels = None,
-    class_names: opt.ClassNames = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    split: Annotated[
-        str,
-        typer.Option(help="Split to use: test, train or all.", rich_help_panel=opt.DATA_PANEL),
-    ] = "test",
-    input_shape: opt.InputShape = None,
-    layout: opt.Layout = None,
-    scale: opt.Scale = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    output: opt.Output = None,
-    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
-    device: opt.Device = None,
-    trust_pickle: opt.TrustPickle = False,
-    http_config: opt.HttpConfig = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
+    data_options: opt.DataOptions,
 ) -> None:
     """Fit a detector on clean images, attack held-out ones, report how many it catches."""
     from pixelguard.defenses.detect import create_detector
@@ -160,8 +144,6 @@ def detect_command(
         attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
     )
     opt.check_output_folder(out)
-    model_options = opt.picked(opt.ModelOptions, locals())
-    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
     classifier, _ = opt.load_classifier(model, model_options, dataset)
     stamp = None if trigger is None else parse_trigger(trigger, dataset.image_shape)

@@ -15,7 +15,7 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.defaults import DEFAULT_BATCH_SIZE, SHARD_SIZE
+from pixelguard.defaults import SHARD_SIZE
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -26,6 +26,7 @@ GATE_FAILED = 1
 """Exit code of a run whose robust (or clean) accuracy is below a ``--fail-under`` gate."""
 
 
+@opt.with_options(model_options=opt.ModelOptions, data_options=opt.DataOptions)
 def evaluate_command(
     *,
     model: opt.ModelSpec,
@@ -115,27 +116,11 @@ def evaluate_command(
             rich_help_panel=opt.OUTPUT_PANEL,
         ),
     ],
-    labels: opt.Labels = None,
-    class_names: opt.ClassNames = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    split: Annotated[
-        str,
-        typer.Option(help="Split to evaluate: test, train or all.", rich_help_panel=opt.DATA_PANEL),
-    ] = "test",
-    input_shape: opt.InputShape = None,
-    layout: opt.Layout = None,
-    scale: opt.Scale = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    output: opt.Output = None,
-    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
-    device: opt.Device = None,
-    trust_pickle: opt.TrustPickle = False,
-    http_config: opt.HttpConfig = None,
     defense: opt.DefenseSpec = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
+    data_options: opt.DataOptions,
 ) -> None:
     """Run an attack suite; an image is robust only if every attack failed.
 
@@ -148,8 +133,6 @@ def evaluate_command(
 
     opt.check_output_folder(out)
     gates = [Gate.parse(text) for text in fail_under or []]
-    model_options = opt.picked(opt.ModelOptions, locals())
-    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
     sample = dataset.sample(limit, seed)
     classifier, defense_info = opt.load_classifier(model, model_options, dataset, defense)

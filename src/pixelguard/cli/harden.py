@@ -18,6 +18,7 @@ TRAIN_PANEL = "Training options"
 EVALUATION_PANEL = "Evaluation options"
 
 
+@opt.with_options(data_options=opt.DataOptions, exclude=("split",))
 def harden_command(
     *,
     model: Annotated[
@@ -104,11 +105,9 @@ def harden_command(
             rich_help_panel=opt.OUTPUT_PANEL,
         ),
     ] = None,
-    labels: opt.Labels = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    data_options: opt.DataOptions,
 ) -> None:
     """Adversarially train a model on the train split; compare robustness on the test split."""
     from pixelguard.attacks.base import parse_threat
@@ -125,8 +124,7 @@ def harden_command(
         opt.check_output_folder(report_dir, "--report-dir")
     threat = parse_threat(against)
     original = load_trainable_checkpoint(model)
-    data_options = opt.DataOptions(labels, data_layout, value_range, "train")
-    train = data_options.load(data)
+    train = data_options.load(data, split="train")
     test = (data_options.separate_test_split(data, train) or train).sample(limit, seed)
     with (
         opt.resume_hint(hardening_state_path(out), "epochs"),

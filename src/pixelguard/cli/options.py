@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -82,6 +85,13 @@ ValueRange = Annotated[
     str,
     typer.Option(
         help="Pixel range of .npy/.npz images: auto, 0-1 or 0-255.", rich_help_panel=DATA_PANEL
+    ),
+]
+Split = Annotated[
+    str,
+    typer.Option(
+        help="Split of the data to use: test, train or all (where the data has splits).",
+        rich_help_panel=DATA_PANEL,
     ),
 ]
 
@@ -214,6 +224,66 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_options(
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    exclude: tuple[str, ...] = (),
+    **groups: type,
+) -> Callable[[F], F]:
+    """Give a command every field of each options dataclass as an option, declared once.
+
+    ``@with_options(model_options=ModelOptions, data_options=DataOptions)`` on a
+    command with parameters ``model_options`` and ``data_options`` replaces those two
+    in its signature (what typer reads) by one option per field (typed by the
+    field's ``Annotated`` alias), and calls the command with the records built from
+    them. ``defaults`` changes a field's default for this command (``{"split":
+    "train"}``); ``exclude`` names fields the command does not offer (they keep
+    their defaults).
+    """
+    overrides = dict(defaults or {})
+
+    def decorate(command: F) -> F:
+        hints = typing.get_type_hints(command, include_extras=True)
+        signature = inspect.signature(command)
+        parameters = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.name not in groups
+        ]
+        names: dict[str, list[str]] = {}
+        for group, cls in groups.items():
+            field_hints = typing.get_type_hints(cls, include_extras=True)
+            offered = [f for f in dataclasses.fields(cls) if f.name not in exclude]
+            names[group] = [f.name for f in offered]
+            parameters += [
+                inspect.Parameter(
+                    f.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=overrides.get(f.name, f.default),
+                    annotation=field_hints[f.name],
+                )
+                for f in offered
+            ]
+        unknown = (set(overrides) | set(exclude)) - {
+            f.name for cls in groups.values() for f in dataclasses.fields(cls)
+        }
+        if unknown:
+            raise TypeError(f"with_options: no option {', '.join(sorted(unknown))}")
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            for group, cls in groups.items():
+                kwargs[group] = cls(**{name: kwargs.pop(name) for name in names[group]})
+            return command(**kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return cast(F, wrapper)
+
+    return decorate
 
 
 def picked(cls: type[T], values: Mapping[str, Any]) -> T:
@@ -229,18 +299,22 @@ def picked(cls: type[T], values: Mapping[str, Any]) -> T:
 
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
-    """The model options of a command, as given (None: not set)."""
+    """The model options of a command, as given (None: not set).
 
-    input_shape: str | None = None
-    layout: str | None = None
-    scale: float | None = None
-    mean: str | None = None
-    std: str | None = None
-    output: str | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    trust_pickle: bool = False
-    http_config: Path | None = None
-    device: str | None = None
+    Each field is one command-line option (its type is the option's alias), so
+    :func:`with_options` gives a command all of them at once.
+    """
+
+    input_shape: InputShape = None
+    layout: Layout = None
+    scale: Scale = None
+    mean: Mean = None
+    std: Std = None
+    output: Output = None
+    batch_size: BatchSize = DEFAULT_BATCH_SIZE
+    trust_pickle: TrustPickle = False
+    http_config: HttpConfig = None
+    device: Device = None
 
     def load(self, spec: str, data_shape: tuple[int, int, int] | None = None) -> Classifier:
         """Load the model ``spec`` with these options.
@@ -278,13 +352,14 @@ class ModelOptions:
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
-    """The data options of a command."""
+    """The data options of a command (one command-line option per field, as
+    :class:`ModelOptions`)."""
 
-    labels: str | None = None
-    data_layout: str = "auto"
-    value_range: str = "auto"
-    split: str = "test"
-    class_names: str | None = None
+    labels: Labels = None
+    data_layout: DataLayout = "auto"
+    value_range: ValueRange = "auto"
+    split: Split = "test"
+    class_names: ClassNames = None
 
     def load(self, spec: str, *, split: str | None = None) -> Dataset:
         """Load ``spec`` with these options (``split`` overrides the option)."""

@@ -15,6 +15,9 @@ from pixelguard.errors import ConfigError
 POISON_PANEL = "Poisoning options"
 
 
+@opt.with_options(
+    model_options=opt.ModelOptions, data_options=opt.DataOptions, defaults={"split": "train"}
+)
 def poison_command(
     *,
     data: opt.DataSpec,
@@ -80,18 +83,10 @@ def poison_command(
         int, typer.Option(help="clean-label: PGD steps.", rich_help_panel=POISON_PANEL)
     ] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the choice of images.")] = 0,
-    split: Annotated[
-        str,
-        typer.Option(help="Split to poison: train, test or all.", rich_help_panel=opt.DATA_PANEL),
-    ] = "train",
-    labels: opt.Labels = None,
-    class_names: opt.ClassNames = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    trust_pickle: opt.TrustPickle = False,
-    device: opt.Device = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
+    data_options: opt.DataOptions,
 ) -> None:
     """Stamp a pixel trigger on a seeded share of a training set (BadNets or clean-label)."""
     from pixelguard.models.base import parse_number
@@ -102,12 +97,10 @@ def poison_command(
         raise ConfigError(f"--out must name an .npz file to write, got {out}")
     if model is not None and mode != "clean-label":
         raise ConfigError("--model is used only by --mode clean-label")
-    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
     chosen_target = opt.resolve_target(target, dataset.class_names)
     clean_model = None
     if model is not None:
-        model_options = opt.picked(opt.ModelOptions, locals())
         clean_model, _ = opt.load_classifier(model, model_options, dataset)
     radius = CLEAN_LABEL_EPS if eps is None else parse_number(eps)
     with opt.progress_bar("clean model", quiet=quiet, unit="epoch") as bar:

@@ -14,6 +14,7 @@ VAL_FRACTION = 0.1
 """Share of the training images held out when the data has no test split."""
 
 
+@opt.with_options(data_options=opt.DataOptions, defaults={"split": "train"})
 def train(
     *,
     data: opt.DataSpec,
@@ -27,14 +28,6 @@ def train(
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 20,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and shuffling.")] = 0,
-    split: Annotated[
-        str,
-        typer.Option(
-            help="Split to train on: train, test or all. With train, accuracy is "
-            "reported on the test split where the data has one.",
-            rich_help_panel=opt.DATA_PANEL,
-        ),
-    ] = "train",
     test_data: Annotated[
         str | None,
         typer.Option(
@@ -44,22 +37,20 @@ def train(
             rich_help_panel=opt.DATA_PANEL,
         ),
     ] = None,
-    labels: opt.Labels = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
     quiet: opt.Quiet = False,
+    data_options: opt.DataOptions,
 ) -> None:
     """Train a small CNN or MLP; `pixelguard attack --model OUT` then needs no model options."""
     from pixelguard.poisoning.backdoor import read_poison_info
     from pixelguard.workflows.poisoning import backdoor_report
     from pixelguard.workflows.training import train_on_dataset
 
-    options = opt.DataOptions(labels, data_layout, value_range, split)
-    train_data = options.load(data)
+    train_data = data_options.load(data)
     if test_data is not None:
         test = opt.DataOptions(split="test").load(test_data)
     else:
-        test = options.separate_test_split(data, train_data) if split == "train" else None
+        own_test = data_options.split == "train"
+        test = data_options.separate_test_split(data, train_data) if own_test else None
     poison = read_poison_info(data)
     with opt.progress_bar("training", quiet=quiet, unit="epoch") as bar:
         trained = train_on_dataset(

@@ -263,8 +263,20 @@ def test_progress_bars_only_on_a_terminal_and_follow_images_finished(monkeypatch
 
 def test_pixels_auto_runs_the_fewest_pixels_search(cli, model_factory, tmp_path):
     args = ["attack", "--model", model_factory, *MODEL, "--data", "digits", "--out", tmp_path]
-    cli(*args, "--pixels", "auto", "--budget", "300", "--limit", "4", "--quiet",
-        "--param", "max_pixels=10", "--param", "stage_steps=20")
+    cli(
+        *args,
+        "--pixels",
+        "auto",
+        "--budget",
+        "300",
+        "--limit",
+        "4",
+        "--quiet",
+        "--param",
+        "max_pixels=10",
+        "--param",
+        "stage_steps=20",
+    )
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["attack"]["name"] == "min-pixels" and data["attack"]["params"]["budget"] == 300
     fooled = [row["pixels_changed"] for row in data["images"] if row["success"]]
@@ -273,7 +285,9 @@ def test_pixels_auto_runs_the_fewest_pixels_search(cli, model_factory, tmp_path)
     assert max(row["queries"] for row in data["images"]) <= 300
 
 
-def test_pixels_must_be_a_number_or_auto_and_auto_excludes_other_attacks(cli, model_factory, tmp_path):
+def test_pixels_must_be_a_number_or_auto_and_auto_excludes_other_attacks(
+    cli, model_factory, tmp_path
+):
     _one_line_error(cli(*_attack(model_factory, tmp_path, "--pixels", "many"), code=2), "'auto'")
     args = ["attack", "--model", model_factory, *MODEL, "--data", "digits", "--out", tmp_path]
     _one_line_error(cli(*args, "--attack", "pixel-de", "--pixels", "auto", code=2), "min-pixels")
@@ -282,3 +296,10 @@ def test_pixels_must_be_a_number_or_auto_and_auto_excludes_other_attacks(cli, mo
 def test_short_attack_aliases(cli, model_factory, tmp_path):
     cli(*_attack(model_factory, tmp_path, "--attack", "de", "--pixels", "2"))
     assert json.loads((tmp_path / "results.json").read_text())["attack"]["name"] == "pixel-de"
+
+
+def test_attacks_name_shows_settings_with_their_constraints(cli):
+    result = cli("attacks", "sparse-rs")
+    assert "steps" in result.stdout and "(must be at least 1)" in result.stdout
+    assert "budget" in result.stdout and "when set" in result.stdout
+    assert "unknown attack" in cli("attacks", "nope", code=2).stderr

@@ -151,10 +151,20 @@ def root(
     _settings.update(debug=debug, verbose=verbose)
 
 
-def attacks_command() -> None:
-    """List the registered attacks."""
+def attacks_command(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="An attack: show its settings, defaults and constraints."),
+    ] = None,
+) -> None:
+    """List the registered attacks, or one attack's settings."""
     from pixelguard.attacks.base import list_attacks
 
+    if name is not None:
+        typer.echo(f"{name}  {opt.attack_summary_line(name)}")
+        for line in opt.attack_settings_lines(name):
+            typer.echo(f"  {line}")
+        return
     names = list_attacks()
     width = max(len(name) for name in names)
     for name in names:

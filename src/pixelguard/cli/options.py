@@ -578,6 +578,33 @@ def attack_summary_line(name: str) -> str:
     return doc.splitlines()[0].replace("``", "`") if doc else ""
 
 
+def attack_settings_lines(name: str) -> list[str]:
+    """One line per setting of attack ``name``: its default and its declared constraint,
+    in the words the error for a bad value uses (``steps = 10000  (must be at least 1)``).
+
+    Raises:
+        ConfigError: an unknown attack.
+    """
+    from pixelguard.attacks.base import attacks
+    from pixelguard.config import constraints_of
+
+    factory = attacks.get(name)
+    if not isinstance(factory, type):
+        return []
+    constraints = constraints_of(factory)
+    fields = [f for f in dataclasses.fields(factory) if f.init]
+    width = max((len(f.name) for f in fields), default=0)
+    lines = []
+    for f in fields:
+        rule = constraints.get(f.name)
+        note = ""
+        if rule is not None:
+            note = f"  (must {rule.rule}{' when set' if rule.optional else ''})"
+        default = "-" if f.default is dataclasses.MISSING else repr(f.default)
+        lines.append(f"{f.name:<{width}} = {default}{note}")
+    return lines
+
+
 ATTACK_HELP = "Attack to run; `pixelguard attacks` lists them all."
 """Help text for ``--attack``. It names no registered attack: listing them would import
 every attack (and torch) whenever any command's help is shown."""

@@ -24,6 +24,7 @@ from pixelguard.cli.demo import demo
 from pixelguard.cli.detect import detect_command
 from pixelguard.cli.evaluate import evaluate_command
 from pixelguard.cli.harden import harden_command
+from pixelguard.cli.membership import membership_command
 from pixelguard.cli.poison import poison_command
 from pixelguard.cli.report import compare_command, report_command
 from pixelguard.cli.train import train
@@ -181,6 +182,7 @@ app.command("compare", cls=Command)(handle_errors(compare_command))
 app.command("harden", cls=Command)(handle_errors(harden_command))
 app.command("detect", cls=Command)(handle_errors(detect_command))
 app.command("certify", cls=Command)(handle_errors(certify_command))
+app.command("membership", cls=Command)(handle_errors(membership_command))
 app.command("poison", cls=Command)(handle_errors(poison_command))
 
 

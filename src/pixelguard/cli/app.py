@@ -27,6 +27,7 @@ from pixelguard.cli.harden import harden_command
 from pixelguard.cli.membership import membership_command
 from pixelguard.cli.poison import poison_command
 from pixelguard.cli.report import compare_command, report_command
+from pixelguard.cli.steal import steal_command
 from pixelguard.cli.train import train
 from pixelguard.errors import PixelguardError
 
@@ -183,6 +184,7 @@ app.command("harden", cls=Command)(handle_errors(harden_command))
 app.command("detect", cls=Command)(handle_errors(detect_command))
 app.command("certify", cls=Command)(handle_errors(certify_command))
 app.command("membership", cls=Command)(handle_errors(membership_command))
+app.command("steal", cls=Command)(handle_errors(steal_command))
 app.command("poison", cls=Command)(handle_errors(poison_command))
 
 

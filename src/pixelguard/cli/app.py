@@ -27,6 +27,7 @@ from pixelguard.cli.harden import harden_command
 from pixelguard.cli.membership import membership_command
 from pixelguard.cli.poison import poison_command
 from pixelguard.cli.report import compare_command, report_command
+from pixelguard.cli.scan_data import scan_data_command
 from pixelguard.cli.steal import steal_command
 from pixelguard.cli.train import train
 from pixelguard.errors import PixelguardError
@@ -186,6 +187,7 @@ app.command("certify", cls=Command)(handle_errors(certify_command))
 app.command("membership", cls=Command)(handle_errors(membership_command))
 app.command("steal", cls=Command)(handle_errors(steal_command))
 app.command("poison", cls=Command)(handle_errors(poison_command))
+app.command("scan-data", cls=Command)(handle_errors(scan_data_command))
 
 
 def main() -> None:

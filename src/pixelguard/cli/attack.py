@@ -17,10 +17,7 @@ def attack(
     *,
     model: opt.ModelSpec,
     data: opt.DataSpec,
-    attack_name: Annotated[
-        str,
-        typer.Option("--attack", "-a", help=opt.ATTACK_HELP, rich_help_panel=opt.ATTACK_PANEL),
-    ] = opt.DEFAULT_ATTACK,
+    attack_name: opt.AttackName = opt.DEFAULT_ATTACK,
     pixels: Annotated[
         str | None,
         typer.Option(
@@ -38,10 +35,7 @@ def attack(
             rich_help_panel=opt.ATTACK_PANEL,
         ),
     ] = None,
-    budget: Annotated[
-        int | None,
-        typer.Option(help="Most model queries per image.", rich_help_panel=opt.ATTACK_PANEL),
-    ] = None,
+    budget: opt.QueryBudget = None,
     seed: Annotated[
         int, typer.Option(help="Seed of the attack.", rich_help_panel=opt.ATTACK_PANEL)
     ] = 0,
@@ -75,13 +69,7 @@ def attack(
         int | None,
         typer.Option(help="Evolution generations (pixel-de).", rich_help_panel=opt.ATTACK_PANEL),
     ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Any other attack field as key=value, e.g. --param steps=2000 (repeatable).",
-            rich_help_panel=opt.ATTACK_PANEL,
-        ),
-    ] = None,
+    param: opt.AttackParams = None,
     chunk_size: Annotated[
         int,
         typer.Option(

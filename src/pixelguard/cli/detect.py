@@ -84,10 +84,7 @@ def detect_command(
             rich_help_panel=DETECTOR_PANEL,
         ),
     ] = None,
-    attack_name: Annotated[
-        str,
-        typer.Option("--attack", "-a", help=opt.ATTACK_HELP, rich_help_panel=opt.ATTACK_PANEL),
-    ] = opt.DEFAULT_ATTACK,
+    attack_name: opt.AttackName = opt.DEFAULT_ATTACK,
     pixels: Annotated[
         int | None,
         typer.Option(
@@ -97,17 +94,8 @@ def detect_command(
             rich_help_panel=opt.ATTACK_PANEL,
         ),
     ] = None,
-    budget: Annotated[
-        int | None,
-        typer.Option(help="Most model queries per image.", rich_help_panel=opt.ATTACK_PANEL),
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Any other attack field as key=value, e.g. --param steps=300 (repeatable).",
-            rich_help_panel=opt.ATTACK_PANEL,
-        ),
-    ] = None,
+    budget: opt.QueryBudget = None,
+    param: opt.AttackParams = None,
     limit: Annotated[
         int | None,
         typer.Option(

@@ -10,7 +10,6 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
-from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.errors import ConfigError
 from pixelguard.parsing import parse_key_values
 
@@ -21,6 +20,7 @@ MEMBERSHIP_PANEL = "Membership options"
 SHADOW_PANEL = "Shadow-model options"
 
 
+@opt.with_options(model_options=opt.ModelOptions)
 def membership_command(
     *,
     model: opt.ModelSpec,
@@ -176,18 +176,9 @@ def membership_command(
     class_names: opt.ClassNames = None,
     data_layout: opt.DataLayout = "auto",
     value_range: opt.ValueRange = "auto",
-    input_shape: opt.InputShape = None,
-    layout: opt.Layout = None,
-    scale: opt.Scale = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    output: opt.Output = None,
-    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
-    device: opt.Device = None,
-    trust_pickle: opt.TrustPickle = False,
-    http_config: opt.HttpConfig = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
 ) -> None:
     """Measure how well an attacker tells the model's training images from new ones."""
     from pixelguard.workflows.membership import (
@@ -227,7 +218,6 @@ def membership_command(
     if reference_data is not None:
         sets["reference"] = (reference_data, data_options(reference_labels, reference_split))
     loaded = {name: options.load(spec) for name, (spec, options) in sets.items()}
-    model_options = opt.picked(opt.ModelOptions, locals())
     classifier, _ = opt.load_classifier(model, model_options, loaded["members"])
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (

@@ -223,7 +223,6 @@ def parse_ints(text: str, what: str) -> list[int]:
     return [int(p) for p in parts]
 
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -284,17 +283,6 @@ def with_options(
         return cast(F, wrapper)
 
     return decorate
-
-
-def picked(cls: type[T], values: Mapping[str, Any]) -> T:
-    """An options record of ``cls`` from a command's arguments, matched by field name.
-
-    Each field is named like the command's parameter (``input_shape`` for
-    ``--input-shape``), so a command hands over its ``locals()`` instead of packing the
-    options by position; fields the command does not offer keep their defaults.
-    """
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{name: value for name, value in values.items() if name in names})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -608,6 +596,20 @@ def attack_settings_lines(name: str) -> list[str]:
 ATTACK_HELP = "Attack to run; `pixelguard attacks` lists them all."
 """Help text for ``--attack``. It names no registered attack: listing them would import
 every attack (and torch) whenever any command's help is shown."""
+
+AttackName = Annotated[
+    str, typer.Option("--attack", "-a", help=ATTACK_HELP, rich_help_panel=ATTACK_PANEL)
+]
+QueryBudget = Annotated[
+    int | None, typer.Option(help="Most model queries per image.", rich_help_panel=ATTACK_PANEL)
+]
+AttackParams = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Any other attack field as key=value, e.g. --param steps=300 (repeatable).",
+        rich_help_panel=ATTACK_PANEL,
+    ),
+]
 
 ARCH_NAMES = ("mlp", "small-cnn")
 """The architectures of :mod:`pixelguard.models.zoo`, for help text without importing torch

@@ -11,7 +11,6 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
-from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.errors import ConfigError
 from pixelguard.parsing import parse_key_values
 
@@ -24,6 +23,9 @@ RETRAIN_PANEL = "Retraining options"
 METHOD_NAMES = ("spectral", "activation-clustering")
 
 
+@opt.with_options(
+    model_options=opt.ModelOptions, data_options=opt.DataOptions, defaults={"split": "train"}
+)
 def scan_data_command(
     *,
     model: opt.ModelSpec,
@@ -102,29 +104,10 @@ def scan_data_command(
             rich_help_panel=opt.OUTPUT_PANEL,
         ),
     ],
-    labels: opt.Labels = None,
-    class_names: opt.ClassNames = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    split: Annotated[
-        str,
-        typer.Option(
-            help="Split of --data to screen: train, test or all (a .npz has none).",
-            rich_help_panel=opt.DATA_PANEL,
-        ),
-    ] = "train",
-    input_shape: opt.InputShape = None,
-    layout: opt.Layout = None,
-    scale: opt.Scale = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    output: opt.Output = None,
-    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
-    device: opt.Device = None,
-    trust_pickle: opt.TrustPickle = False,
-    http_config: opt.HttpConfig = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
+    data_options: opt.DataOptions,
 ) -> None:
     """Screen a training set for poison; flags in scan.json, flagged images in report.html."""
     from pixelguard.poisoning.backdoor import read_poison_info
@@ -142,8 +125,6 @@ def scan_data_command(
     opt.check_output_folder(out)
     if retrain and epochs < 1:
         raise ConfigError(f"--epochs must be at least 1, got {epochs}")
-    model_options = opt.picked(opt.ModelOptions, locals())
-    data_options = opt.picked(opt.DataOptions, locals())
     dataset = data_options.load(data)
     info = read_poison_info(data)
     if info is not None and tuple(info.mask.shape) != (len(dataset),):

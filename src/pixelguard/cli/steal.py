@@ -10,7 +10,6 @@ import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
-from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -32,6 +31,9 @@ QueryData = Annotated[
 ]
 
 
+@opt.with_options(
+    model_options=opt.ModelOptions, data_options=opt.DataOptions, defaults={"split": "all"}
+)
 def steal_command(
     *,
     model: opt.ModelSpec,
@@ -149,29 +151,10 @@ def steal_command(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of sampling, training and the split.")] = 0,
-    labels: opt.Labels = None,
-    data_layout: opt.DataLayout = "auto",
-    value_range: opt.ValueRange = "auto",
-    split: Annotated[
-        str,
-        typer.Option(
-            help="Split of --query-data: test, train or all (all: the test split alone where "
-            "there is no other).",
-            rich_help_panel=opt.DATA_PANEL,
-        ),
-    ] = "all",
-    input_shape: opt.InputShape = None,
-    layout: opt.Layout = None,
-    scale: opt.Scale = None,
-    mean: opt.Mean = None,
-    std: opt.Std = None,
-    output: opt.Output = None,
-    batch_size: opt.BatchSize = DEFAULT_BATCH_SIZE,
-    device: opt.Device = None,
-    trust_pickle: opt.TrustPickle = False,
-    http_config: opt.HttpConfig = None,
     json_output: opt.JsonOutput = False,
     quiet: opt.Quiet = False,
+    model_options: opt.ModelOptions,
+    data_options: opt.DataOptions,
 ) -> None:
     """Steal a model by queries within a budget; report agreement and transfer attacks."""
     from pixelguard.attacks.base import create_attack
@@ -208,8 +191,6 @@ def steal_command(
             f"{checkpoint} holds the answers of an earlier extraction; rerun with --resume "
             "to continue it, or delete it"
         )
-    model_options = opt.picked(opt.ModelOptions, locals())
-    data_options = opt.picked(opt.DataOptions, locals())
     dataset = _load_query_data(data_options, query_data)
     holdout_data = None if held_out is None else data_options.load(held_out, split="test")
     victim, _ = opt.load_classifier(model, model_options, dataset)

@@ -12,8 +12,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "pixelguard"
 LAYERS = [
     {"errors", "checks", "config", "registry", "parsing", "files", "defaults", "_version"},
     {"data"},
-    {"metrics"},
     {"models"},
+    {"metrics"},
     {"attacks"},
     {"testing", "defenses"},
     {"evaluate"},

@@ -73,6 +73,7 @@ from _sparse_common import L0_TOLERANCE, strict_check  # noqa: E402
 from bench_evaluate import prepare_data, train_model  # noqa: E402
 from bench_pixel import SHARED_DATASETS, build_task, de_population  # noqa: E402
 from pixelguard.attacks.corner_search import corner_search_cost  # noqa: E402
+from pixelguard.cli import attack_options  # noqa: E402
 from pixelguard.cli import options as opt  # noqa: E402
 from pixelguard.cli.output import attack_text  # noqa: E402
 from pixelguard.data import Dataset  # noqa: E402
@@ -185,13 +186,16 @@ class Spec:
 
 def build_cli_attack(spec: Spec, seed: int) -> Any:
     """The attack ``pixelguard attack`` builds from these options (its own helpers)."""
-    name, pixel_budget = opt.resolve_pixels(
-        spec.attack or opt.DEFAULT_ATTACK, None if spec.pixels is None else str(spec.pixels)
+    name, pixel_budget = attack_options.resolve_pixels(
+        spec.attack or attack_options.DEFAULT_ATTACK,
+        None if spec.pixels is None else str(spec.pixels),
     )
-    return opt.build_attack(
+    return attack_options.build_attack(
         name,
         {
-            **opt.named_attack_options(name, step=None, iterations=spec.iterations, eps=None),
+            **attack_options.named_attack_options(
+                name, step=None, iterations=spec.iterations, eps=None
+            ),
             "pixels": pixel_budget,
             "budget": spec.budget,
             "seed": seed,

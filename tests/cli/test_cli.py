@@ -247,7 +247,7 @@ def test_progress_bars_only_on_a_terminal_and_follow_images_finished(monkeypatch
 
     from tqdm import tqdm
 
-    from pixelguard.cli.options import images_progress, progress_bar
+    from pixelguard.cli.bars import images_progress, progress_bar
 
     with progress_bar("x", quiet=False) as bar:  # pytest's stderr is not a terminal
         assert bar is None and images_progress(bar) is None

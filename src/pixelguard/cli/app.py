@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 import pixelguard
-from pixelguard.cli import options as opt
+from pixelguard.cli import attack_options
 from pixelguard.cli.attack import attack
 from pixelguard.cli.certify import certify_command
 from pixelguard.cli.demo import demo
@@ -164,14 +164,14 @@ def attacks_command(
     from pixelguard.attacks.base import list_attacks
 
     if name is not None:
-        typer.echo(f"{name}  {opt.attack_summary_line(name)}")
-        for line in opt.attack_settings_lines(name):
+        typer.echo(f"{name}  {attack_options.attack_summary_line(name)}")
+        for line in attack_options.attack_settings_lines(name):
             typer.echo(f"  {line}")
         return
     names = list_attacks()
     width = max(len(name) for name in names)
     for name in names:
-        typer.echo(f"{name:<{width}}  {opt.attack_summary_line(name)}")
+        typer.echo(f"{name:<{width}}  {attack_options.attack_summary_line(name)}")
 
 
 app.command("attacks", cls=Command)(handle_errors(attacks_command))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pixelguard.cli import attack_options, bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import echo_summary
 
@@ -17,7 +18,7 @@ def attack(
     *,
     model: opt.ModelSpec,
     data: opt.DataSpec,
-    attack_name: opt.AttackName = opt.DEFAULT_ATTACK,
+    attack_name: opt.AttackName = attack_options.DEFAULT_ATTACK,
     pixels: Annotated[
         str | None,
         typer.Option(
@@ -109,11 +110,13 @@ def attack(
     from pixelguard.report import write_run_reports
 
     opt.check_output_folder(out)
-    attack_name, pixel_budget = opt.resolve_pixels(attack_name, pixels)
-    attack_config = opt.build_attack(
+    attack_name, pixel_budget = attack_options.resolve_pixels(attack_name, pixels)
+    attack_config = attack_options.build_attack(
         attack_name,
         {
-            **opt.named_attack_options(attack_name, step=step, iterations=iterations, eps=eps),
+            **attack_options.named_attack_options(
+                attack_name, step=step, iterations=iterations, eps=eps
+            ),
             "pixels": pixel_budget,
             "budget": budget,
             "seed": seed,
@@ -127,8 +130,8 @@ def attack(
     target_class = opt.resolve_target(target, dataset.class_names)
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (
-        opt.resume_hint(checkpoint, "chunks"),
-        opt.progress_bar(attack_config.name, quiet=quiet) as bar,
+        bars.resume_hint(checkpoint, "chunks"),
+        bars.progress_bar(attack_config.name, quiet=quiet) as bar,
     ):
         run = attack_dataset(
             classifier,
@@ -138,7 +141,7 @@ def attack(
             chunk_size=chunk_size,
             checkpoint_dir=checkpoint,
             resume=resume,
-            progress=opt.images_progress(bar),
+            progress=bars.images_progress(bar),
         )
     reports = write_run_reports(
         out,

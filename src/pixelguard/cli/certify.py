@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, number, percent
 from pixelguard.errors import ConfigError
@@ -122,8 +123,8 @@ def certify_command(
         seed=seed,
     )
     dataset = data_options.load(data).sample(limit, seed)
-    with opt.progress_bar("certifying", quiet=quiet) as bar:
-        certification = certify_dataset(certifier, dataset, progress=opt.images_progress(bar))
+    with bars.progress_bar("certifying", quiet=quiet) as bar:
+        certification = certify_dataset(certifier, dataset, progress=bars.images_progress(bar))
     report = {
         **certification.to_dict(),
         "base": _base_info(base, model if model is not None else str(train_base)),

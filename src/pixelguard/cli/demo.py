@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import number, percent, seconds
 
@@ -75,8 +76,8 @@ def demo(
     runs: dict[str, AttackRun] = {}
     for attack in attacks:
         k = attack.pixels
-        with opt.progress_bar(f"{k} pixel(s)", quiet=quiet) as bar:
-            run = attack_dataset(demo_net.model, test, attack, progress=opt.images_progress(bar))
+        with bars.progress_bar(f"{k} pixel(s)", quiet=quiet) as bar:
+            run = attack_dataset(demo_net.model, test, attack, progress=bars.images_progress(bar))
         runs[f"k{k}"] = run
         write_run_reports(out / f"k{k}", run, test.x, model_info=model_info, data_info=data_info)
         typer.echo(

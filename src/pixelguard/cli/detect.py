@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixelguard.cli import attack_options, bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
 from pixelguard.errors import ConfigError
@@ -84,7 +85,7 @@ def detect_command(
             rich_help_panel=DETECTOR_PANEL,
         ),
     ] = None,
-    attack_name: opt.AttackName = opt.DEFAULT_ATTACK,
+    attack_name: opt.AttackName = attack_options.DEFAULT_ATTACK,
     pixels: Annotated[
         int | None,
         typer.Option(
@@ -128,7 +129,7 @@ def detect_command(
         raise ConfigError("--target goes with --trigger (the backdoor's target class)")
     rates = parse_floats(fpr, "--fpr") or ()
     settings = {"seed": seed, **parse_key_values(detector_param or [], "--detector-param")}
-    attack = opt.build_attack(
+    attack = attack_options.build_attack(
         attack_name, {"pixels": pixels, "budget": budget, "seed": seed}, param or []
     )
     opt.check_output_folder(out)
@@ -181,7 +182,7 @@ def _attack_evaluation(
     """The detector against the attack, plain and adaptive, with a progress bar."""
     from pixelguard.workflows.detection import evaluate_detector
 
-    with opt.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
+    with bars.progress_bar("attack runs", quiet=quiet, unit="run") as bar:
         return evaluate_detector(
             classifier,
             dataset,
@@ -192,7 +193,7 @@ def _attack_evaluation(
             adaptive=adaptive,
             limit=limit,
             seed=seed,
-            progress=opt.images_progress(bar),
+            progress=bars.images_progress(bar),
         )
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
 from pixelguard.defaults import SHARD_SIZE
@@ -147,8 +148,8 @@ def evaluate_command(
     check_gates(gates, attack_suite.budgets())
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (
-        opt.resume_hint(checkpoint, "shards"),
-        opt.progress_bar(f"{suite} suite", quiet=quiet) as bar,
+        bars.resume_hint(checkpoint, "shards"),
+        bars.progress_bar(f"{suite} suite", quiet=quiet) as bar,
     ):
         evaluation = evaluate(
             classifier,
@@ -186,7 +187,7 @@ def evaluate_command(
 
 def _evaluation_progress(bar: tqdm | None) -> EvaluationProgress | None:
     """Move ``bar`` over the images and show the worst robust accuracy so far."""
-    move = opt.images_progress(bar)
+    move = bars.images_progress(bar)
     if bar is None or move is None:
         return None
     shown = bar

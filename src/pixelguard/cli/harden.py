@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
 
@@ -127,8 +128,8 @@ def harden_command(
     train = data_options.load(data, split="train")
     test = (data_options.separate_test_split(data, train) or train).sample(limit, seed)
     with (
-        opt.resume_hint(hardening_state_path(out), "epochs"),
-        opt.progress_bar("hardening", quiet=quiet, unit="epoch") as bar,
+        bars.resume_hint(hardening_state_path(out), "epochs"),
+        bars.progress_bar("hardening", quiet=quiet, unit="epoch") as bar,
     ):
         saved, hardened = harden_checkpoint(
             original,
@@ -143,9 +144,9 @@ def harden_command(
             attack_steps=attack_steps,
             seed=seed,
             resume=resume,
-            progress=opt.epochs_progress(bar),
+            progress=bars.epochs_progress(bar),
         )
-    with opt.progress_bar("evaluating", quiet=quiet) as bar:
+    with bars.progress_bar("evaluating", quiet=quiet) as bar:
         comparison = compare_robustness(
             original.classifier(),
             saved.classifier(),
@@ -153,7 +154,7 @@ def harden_command(
             threat,
             budget=budget,
             seed=seed,
-            progress=opt.images_progress(bar),
+            progress=bars.images_progress(bar),
         )
     summary = {
         **comparison.to_dict(),

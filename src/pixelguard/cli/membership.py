@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
 from pixelguard.errors import ConfigError
@@ -221,8 +222,8 @@ def membership_command(
     classifier, _ = opt.load_classifier(model, model_options, loaded["members"])
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (
-        opt.resume_hint(checkpoint, "shadow models"),
-        opt.progress_bar(
+        bars.resume_hint(checkpoint, "shadow models"),
+        bars.progress_bar(
             "shadow models", quiet=quiet or attack_name != "shadow", unit="model"
         ) as bar,
     ):
@@ -237,7 +238,7 @@ def membership_command(
             seed=seed,
             checkpoint=checkpoint if attack_name == "shadow" else None,
             resume=resume,
-            progress=opt.images_progress(bar),
+            progress=bars.images_progress(bar),
         )
     extra: dict[str, Any] = {"model": opt.model_info(model, classifier, model_options)}
     for name, (spec, options) in sets.items():

@@ -9,14 +9,12 @@ not at import: ``pixelguard --help`` builds every command's options from this mo
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
 import logging
-import sys
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
@@ -24,15 +22,10 @@ import typer
 
 from pixelguard.defaults import DEFAULT_BATCH_SIZE
 from pixelguard.errors import ConfigError, DataError
-from pixelguard.parsing import parse_key_values
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
-    from pixelguard.attacks.base import Attack, ProgressCallback
     from pixelguard.data import Dataset
     from pixelguard.models.base import Classifier
-    from pixelguard.models.training import TrainProgress
 
 logger = logging.getLogger(__name__)
 
@@ -450,149 +443,6 @@ def data_info(spec: str, dataset: Dataset, options: DataOptions) -> dict[str, An
     }
 
 
-DEFAULT_ATTACK = "sparse-rs"
-AUTO_PIXELS_ATTACK = "min-pixels"
-
-
-DEFAULT_PIXELS = 1
-"""Pixels a pixel attack may change when ``--pixels`` is not given: the one-pixel question."""
-
-
-def resolve_pixels(attack_name: str, pixels: str | None) -> tuple[str, int | None]:
-    """The attack and pixel budget for ``--attack`` and ``--pixels`` (a number or ``auto``).
-
-    Without ``--pixels``, an attack with a ``pixels`` setting changes
-    :data:`DEFAULT_PIXELS`. ``--pixels auto`` selects the fewest-pixels search (its
-    ``max_pixels`` is set with ``--param max_pixels=N``); it cannot be combined with
-    another ``--attack``.
-    """
-    if pixels is None:
-        return attack_name, DEFAULT_PIXELS if "pixels" in attack_fields(attack_name) else None
-    if pixels.strip().lower() == "auto":
-        if attack_name not in (DEFAULT_ATTACK, AUTO_PIXELS_ATTACK):
-            raise ConfigError(
-                f"--pixels auto runs the {AUTO_PIXELS_ATTACK} search; it cannot be combined "
-                f"with --attack {attack_name}"
-            )
-        return AUTO_PIXELS_ATTACK, None
-    try:
-        return attack_name, int(pixels)
-    except ValueError:
-        raise ConfigError(f"--pixels must be a whole number or 'auto', got {pixels!r}") from None
-
-
-_STEP_FIELDS = ("eta", "step_size")
-_ITERATION_FIELDS = ("steps", "generations")
-
-
-def named_attack_options(
-    name: str, *, step: str | None, iterations: int | None, eps: str | None
-) -> dict[str, Any]:
-    """``--step``, ``--iterations`` and ``--eps`` as fields of the attack ``name``.
-
-    ``--step`` is the step size whatever the attack calls it (``eta`` for
-    gradient-descent, ``step_size`` for pgd); ``--iterations`` its ``steps`` (pixel-de:
-    ``generations``). Unset options are None.
-
-    Raises:
-        ConfigError: an unknown attack, a value that is no number, or an option the
-            attack has no field for.
-    """
-    fields = attack_fields(name)
-    chosen: dict[str, Any] = {}
-    for flag_name, value, candidates in (
-        ("--step", step, _STEP_FIELDS),
-        ("--iterations", iterations, _ITERATION_FIELDS),
-        ("--eps", eps, ("eps",)),
-    ):
-        if value is None:
-            continue
-        field = next((f for f in candidates if f in fields), None)
-        if field is None:
-            raise ConfigError(f"{name} has no {flag_name[2:]} setting; {flag_name} does not apply")
-        chosen[field] = _number(value, flag_name) if isinstance(value, str) else value
-    return chosen
-
-
-def _number(text: str, flag_name: str) -> float:
-    from pixelguard.models.base import parse_number
-
-    try:
-        return parse_number(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag_name} must be a number or a fraction such as 8/255, got {text!r}"
-        ) from None
-
-
-def attack_fields(name: str) -> set[str]:
-    """The configuration fields of the registered attack ``name``."""
-    from pixelguard.attacks.base import attacks
-
-    factory = attacks.get(name)
-    return {f.name for f in dataclasses.fields(factory)} if isinstance(factory, type) else set()
-
-
-def build_attack(name: str, options: dict[str, Any], params: list[str]) -> Attack:
-    """Create the attack ``name`` from the options the user set.
-
-    Args:
-        name: a registered attack name.
-        options: dedicated options by field name (None: not set).
-        params: ``key=value`` texts for any other field of the attack.
-
-    Raises:
-        ConfigError: an unknown attack, an option the attack does not have, a
-            malformed ``key=value``, or an invalid value.
-    """
-    fields = attack_fields(name)
-    chosen = {key: value for key, value in options.items() if value is not None}
-    chosen.update(parse_key_values(params, "--param"))
-    unknown = sorted(set(chosen) - fields)
-    if unknown:
-        raise ConfigError(
-            f"{name} has no option {', '.join(unknown)}; its options: {', '.join(sorted(fields))}"
-        )
-    from pixelguard.attacks.base import create_attack
-
-    return create_attack(name, **chosen)
-
-
-def attack_summary_line(name: str) -> str:
-    """The first line of an attack's docstring, with reST literals as `code`."""
-    from pixelguard.attacks.base import attacks
-
-    doc = (attacks.get(name).__doc__ or "").strip()
-    return doc.splitlines()[0].replace("``", "`") if doc else ""
-
-
-def attack_settings_lines(name: str) -> list[str]:
-    """One line per setting of attack ``name``: its default and its declared constraint,
-    in the words the error for a bad value uses (``steps = 10000  (must be at least 1)``).
-
-    Raises:
-        ConfigError: an unknown attack.
-    """
-    from pixelguard.attacks.base import attacks
-    from pixelguard.config import constraints_of
-
-    factory = attacks.get(name)
-    if not isinstance(factory, type):
-        return []
-    constraints = constraints_of(factory)
-    fields = [f for f in dataclasses.fields(factory) if f.init]
-    width = max((len(f.name) for f in fields), default=0)
-    lines = []
-    for f in fields:
-        rule = constraints.get(f.name)
-        note = ""
-        if rule is not None:
-            note = f"  (must {rule.rule}{' when set' if rule.optional else ''})"
-        default = "-" if f.default is dataclasses.MISSING else repr(f.default)
-        lines.append(f"{f.name:<{width}} = {default}{note}")
-    return lines
-
-
 ATTACK_HELP = "Attack to run; `pixelguard attacks` lists them all."
 """Help text for ``--attack``. It names no registered attack: listing them would import
 every attack (and torch) whenever any command's help is shown."""
@@ -636,56 +486,3 @@ def resolve_target(text: str | None, class_names: list[str] | None) -> int | Non
         return class_names.index(text)
     known = f"; class names: {', '.join(class_names)}" if class_names else ""
     raise ConfigError(f"--target must be a class number or name, got {text!r}{known}")
-
-
-@contextlib.contextmanager
-def progress_bar(description: str, *, quiet: bool, unit: str = "img") -> Iterator[tqdm | None]:
-    """A tqdm bar on stderr when stderr is a terminal and not ``quiet``, else None."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(desc=description, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True) as bar:
-        yield bar
-
-
-@contextlib.contextmanager
-def resume_hint(checkpoint: Path, finished: str) -> Iterator[None]:
-    """On Ctrl-C, say that the ``finished`` work is saved in ``checkpoint``; exit 130."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        typer.echo(
-            f"interrupted: finished {finished} are saved in {checkpoint}; "
-            "rerun the same command with --resume to continue",
-            err=True,
-        )
-        raise typer.Exit(130) from None
-
-
-def images_progress(bar: tqdm | None) -> ProgressCallback | None:
-    """An attack progress callback that moves ``bar`` (None when there is no bar)."""
-    if bar is None:
-        return None
-    shown = bar
-
-    def update(done: int, total: int) -> None:
-        shown.total = total
-        shown.update(done - shown.n)
-
-    return update
-
-
-def epochs_progress(bar: tqdm | None) -> TrainProgress | None:
-    """A training progress callback that moves ``bar`` and shows the loss (None: no bar)."""
-    if bar is None:
-        return None
-    shown = bar
-
-    def update(epoch: int, total: int, loss: float) -> None:
-        shown.total = total
-        shown.update(epoch - shown.n)
-        shown.set_postfix(loss=f"{loss:.4f}")
-
-    return update

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import percent
 from pixelguard.errors import ConfigError
@@ -103,7 +104,7 @@ def poison_command(
     if model is not None:
         clean_model, _ = opt.load_classifier(model, model_options, dataset)
     radius = CLEAN_LABEL_EPS if eps is None else parse_number(eps)
-    with opt.progress_bar("clean model", quiet=quiet, unit="epoch") as bar:
+    with bars.progress_bar("clean model", quiet=quiet, unit="epoch") as bar:
         poisoned, clean_training = plant_backdoor(
             dataset,
             trigger,
@@ -114,7 +115,7 @@ def poison_command(
             model=clean_model,
             eps=radius,
             steps=steps,
-            progress=opt.epochs_progress(bar),
+            progress=bars.epochs_progress(bar),
         )
     path = poisoned.save(out)
     summary = {**poisoned.metadata(), "clean_model": clean_training, "file": str(path)}

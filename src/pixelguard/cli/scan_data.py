@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent
 from pixelguard.errors import ConfigError
@@ -135,7 +136,7 @@ def scan_data_command(
     classifier, _ = opt.load_classifier(model, model_options, dataset)
     check_screenable(classifier, dataset)
     backdoor = _backdoor(info, test)
-    with opt.progress_bar("retraining", quiet=quiet or not retrain, unit="epoch") as bar:
+    with bars.progress_bar("retraining", quiet=quiet or not retrain, unit="epoch") as bar:
         run = scan_training_set(
             classifier,
             dataset,
@@ -147,7 +148,7 @@ def scan_data_command(
             arch=arch,
             epochs=epochs,
             seed=seed,
-            progress=opt.epochs_progress(bar),
+            progress=bars.epochs_progress(bar),
         )
     extra: dict[str, Any] = {
         "model": opt.model_info(model, classifier, model_options),

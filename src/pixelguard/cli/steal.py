@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import files_line, percent, seconds
 from pixelguard.errors import ConfigError, DataError
@@ -195,8 +196,8 @@ def steal_command(
     holdout_data = None if held_out is None else data_options.load(held_out, split="test")
     victim, _ = opt.load_classifier(model, model_options, dataset)
     with (
-        opt.resume_hint(checkpoint, "queries"),
-        opt.progress_bar("queries", quiet=quiet, unit="query") as bar,
+        bars.resume_hint(checkpoint, "queries"),
+        bars.progress_bar("queries", quiet=quiet, unit="query") as bar,
     ):
         report = steal(
             victim,
@@ -208,7 +209,7 @@ def steal_command(
             warm_start=warm,  # type: ignore[arg-type]
             transfer_images=transfer_images,
             checkpoint=checkpoint,
-            progress=opt.images_progress(bar),
+            progress=bars.images_progress(bar),
             seed=seed,
         )
     extra = {

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pixelguard.cli import bars
 from pixelguard.cli import options as opt
 from pixelguard.cli.output import percent, seconds
+
+if TYPE_CHECKING:
+    from pixelguard.data.base import Dataset
 
 VAL_FRACTION = 0.1
 """Share of the training images held out when the data has no test split."""
@@ -46,13 +50,13 @@ def train(
     from pixelguard.workflows.training import train_on_dataset
 
     train_data = data_options.load(data)
+    test: Dataset | None = None
     if test_data is not None:
         test = opt.DataOptions(split="test").load(test_data)
-    else:
-        own_test = data_options.split == "train"
-        test = data_options.separate_test_split(data, train_data) if own_test else None
+    elif data_options.split == "train":
+        test = data_options.separate_test_split(data, train_data)
     poison = read_poison_info(data)
-    with opt.progress_bar("training", quiet=quiet, unit="epoch") as bar:
+    with bars.progress_bar("training", quiet=quiet, unit="epoch") as bar:
         trained = train_on_dataset(
             train_data,
             arch=arch,
@@ -61,7 +65,7 @@ def train(
             seed=seed,
             test=test,
             val_fraction=0.0 if test is not None else VAL_FRACTION,
-            progress=opt.epochs_progress(bar),
+            progress=bars.epochs_progress(bar),
         )
     metrics = trained.metrics
     if poison is not None and test is not None:

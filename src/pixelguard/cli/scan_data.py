@@ -207,10 +207,13 @@ def _echo_scan(run: ScreeningRun, dataset: Dataset) -> None:
 
     typer.echo(headline(run))
     data = run.to_dict()
-    poisoned = [str(c["label"]) for c in data["classes"] if c["n_flagged"]]
-    typer.echo(
-        f"  classes with flags: {', '.join(poisoned) if poisoned else 'none'} ({dataset.source})"
-    )
+    names = dataset.class_names
+    flagged = [
+        f"{c['label']}" + (f" ({names[c['label']]})" if names else "") + f": {c['n_flagged']:,}"
+        for c in data["classes"]
+        if c["n_flagged"]
+    ]
+    typer.echo(f"  flagged per class: {', '.join(flagged) if flagged else 'none'}")
     if run.metrics is not None:
         m = run.metrics
         typer.echo(

@@ -36,10 +36,10 @@ from pixelguard.checks import check_images
 from pixelguard.config import Check, at_least, between, check_constraints, one_of, positive
 from pixelguard.errors import ConfigError, ShapeError
 from pixelguard.files import write_npz
-from pixelguard.models.base import Classifier, InputSpec, OutputKind, probabilities
+from pixelguard.models.base import Classifier, OutputKind, probabilities
 from pixelguard.models.queries import QueryCounter
 from pixelguard.models.torch import TorchClassifier
-from pixelguard.models.zoo import build_model, save_checkpoint
+from pixelguard.models.zoo import build_model, save_zoo_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -180,18 +180,13 @@ class ExtractionResult:
         atomic write, or passes the final path.
         """
         last = self.curve[-1] if self.curve else None
-        return save_checkpoint(
+        return save_zoo_checkpoint(
             path,
             self.surrogate,
             arch=self.arch,
-            arch_params={
-                "in_channels": self.input_shape[0],
-                "num_classes": self.num_classes,
-                "image_size": list(self.input_shape[1:]),
-            },
             input_shape=self.input_shape,
+            num_classes=self.num_classes,
             class_names=class_names,
-            spec=InputSpec(),
             metrics={
                 "stolen_by": self.method,
                 "queries": self.queries,

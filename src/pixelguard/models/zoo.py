@@ -168,6 +168,31 @@ def save_checkpoint(
     return path
 
 
+def save_zoo_checkpoint(
+    path: str | Path,
+    module: nn.Module,
+    *,
+    arch: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    class_names: Sequence[str] | None,
+    metrics: Mapping[str, Any],
+) -> Path:
+    """:func:`save_checkpoint` for a zoo network built for ``input_shape`` and trained on
+    canonical images: ``arch_params`` follow from the shape, the spec is the canonical one."""
+    c, h, w = (int(v) for v in input_shape)
+    return save_checkpoint(
+        path,
+        module,
+        arch=arch,
+        arch_params={"in_channels": c, "num_classes": num_classes, "image_size": [h, w]},
+        input_shape=(c, h, w),
+        class_names=class_names,
+        spec=InputSpec(),
+        metrics=metrics,
+    )
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Read a pixelguard checkpoint safely (``weights_only=True``) and rebuild its network.
 

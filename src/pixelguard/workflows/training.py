@@ -11,10 +11,10 @@ from torch import nn
 from pixelguard.data.base import Dataset
 from pixelguard.errors import ShapeError
 from pixelguard.files import replaced_atomically
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, InputSpec
+from pixelguard.models.base import DEFAULT_BATCH_SIZE
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.models.training import TrainProgress, train_classifier
-from pixelguard.models.zoo import save_checkpoint
+from pixelguard.models.zoo import save_zoo_checkpoint
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,13 @@ class TrainedModel:
         ``pixelguard attack --model PATH`` then needs no model options.
         """
         with replaced_atomically(path) as tmp:
-            save_checkpoint(
+            save_zoo_checkpoint(
                 tmp,
                 self.module,
                 arch=self.arch,
-                arch_params={
-                    "in_channels": self.input_shape[0],
-                    "num_classes": self.num_classes,
-                    "image_size": list(self.input_shape[1:]),
-                },
                 input_shape=self.input_shape,
+                num_classes=self.num_classes,
                 class_names=self.class_names,
-                spec=InputSpec(),
                 metrics=self.metrics,
             )
         return Path(path)

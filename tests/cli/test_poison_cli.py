@@ -151,15 +151,22 @@ def test_detect_strip_against_a_trigger(cli, tmp_path, backdoored_digits):
         str(target),
         "--fpr",
         "0.05",
+        "--pixels",
+        "3",
+        "--budget",
+        "300",
         "--out",
         out,
     )
     assert f"against the trigger {trigger}" in result.stdout
+    assert "adaptive detection" in result.stdout
     report = json.loads((out / "detection.json").read_text())
-    assert report["attack"] == {"name": "trigger", "params": {"trigger": trigger, "target": 7}}
+    assert report["attack"]["params"] == {"trigger": trigger, "target": 7}
+    assert report["attack"]["adaptive"]["name"] == "sparse-rs"
     assert report["auroc"] > 0.7
     point = report["operating_points"][0]
-    assert point["adaptive"] is None and point["detection_rate"] > 0.3
+    assert point["detection_rate"] > 0.15
+    assert point["adaptive"]["detection_rate"] <= point["detection_rate"]
 
 
 def test_detect_target_needs_a_trigger(cli, tmp_path, model_factory):

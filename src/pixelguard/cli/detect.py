@@ -64,7 +64,7 @@ def detect_command(
         typer.Option(
             "--adaptive/--no-adaptive",
             help="Also attack model plus detector: success only when misclassified "
-            "and not flagged.",
+            "(with --trigger: sent to --target) and not flagged.",
             rich_help_panel=DETECTOR_PANEL,
         ),
     ] = True,
@@ -149,6 +149,7 @@ def detect_command(
             fit_fraction=fit_fraction,
             limit=limit,
             seed=seed,
+            attack=attack if adaptive else None,
         )
     else:
         evaluation = _attack_evaluation(

@@ -292,9 +292,11 @@ class StripDetector(Detector):
     FPR and ``average`` 42.1%; on CIFAR-10 photographs, which the sum washes out,
     ``average`` detects 80.9% and ``add`` 58.5%.
 
-    The clean images to blend with are learnt by :meth:`fit` (its training part), so
-    the threshold is calibrated on other clean images; blends are drawn with ``seed``,
-    the same for every call. Every input's blends go to the model in one batch.
+    :meth:`fit` draws the ``samples`` clean images to blend with from its training part
+    (with ``seed``), so the threshold is calibrated on other clean images. Every input is
+    blended with the same ones, so its score does not depend on what else is in the
+    batch (an attack's verification pass scores it as the attack did), and its blends
+    go to the model in one batch.
 
     Args:
         model: the (possibly backdoored) classifier to protect.
@@ -330,21 +332,24 @@ class StripDetector(Detector):
     def _fit(self, clean: torch.Tensor) -> None:
         if clean.shape[0] == 0:
             raise ConfigError(f"{self.name}: needs clean images to blend inputs with")
-        self.overlays = clean.detach().cpu()
+        generator = torch.Generator().manual_seed(self.seed)
+        n = clean.shape[0]
+        picks = (
+            torch.randperm(n, generator=generator)[: self.samples]
+            if n >= self.samples
+            else torch.randint(n, (self.samples,), generator=generator)
+        )
+        self.overlays = clean[picks.to(clean.device)].detach().cpu()
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x)
         if self.overlays is None:
             raise NotFittedError(f"{self.name}: call fit(clean_images) before scoring")
-        generator = torch.Generator().manual_seed(self.seed)
         per_call = max(1, self.batch_size // self.samples)
+        overlays = self.overlays.to(x.device).unsqueeze(0)
         scores = []
         with torch.no_grad():
             for chunk in torch.split(x, per_call):
-                picks = torch.randint(
-                    self.overlays.shape[0], (chunk.shape[0], self.samples), generator=generator
-                )
-                overlays = self.overlays[picks].to(chunk.device)
                 blends = chunk.unsqueeze(1) + overlays
                 blends = blends.clamp_max(1.0) if self.blend == "add" else blends / 2
                 predicted = self.model.predict(blends.flatten(0, 1))

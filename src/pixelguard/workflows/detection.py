@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from pixelguard.attacks.base import Attack
+from pixelguard.attacks.base import Attack, fools
 from pixelguard.data.base import Dataset
 from pixelguard.defenses.detect import Detector
 from pixelguard.defenses.detection_metrics import (
@@ -285,6 +285,8 @@ def evaluate_trigger_detector(
     fit_fraction: float = 0.5,
     limit: int | None = None,
     seed: int = 0,
+    attack: Attack | None = None,
+    progress: RunsProgress | None = None,
 ) -> DetectionEvaluation:
     """Fit ``detector`` on part of ``dataset``; the positives are the rest with ``trigger``.
 
@@ -294,9 +296,15 @@ def evaluate_trigger_detector(
     all-to-all backdoor, any changed prediction counts) are the positives. A trigger
     the model ignores is no attack, so those images are not positives.
 
+    With ``attack`` (one that can be targeted, e.g. sparse-rs at a few pixels), the
+    adaptive attacker runs at each threshold: it changes the positives further, within
+    the attack's budget, to reach ``target`` on model plus detector, so it succeeds only
+    with an input the model sends to the target and the detector does not flag. An
+    all-to-all backdoor (``target=None``) has no adaptive run.
+
     Returns:
-        The :class:`DetectionEvaluation`; its ``attack`` names the trigger and
-        ``n_attacked`` counts the stamped images. There is no adaptive run.
+        The :class:`DetectionEvaluation`; its ``attack`` names the trigger (and the
+        adaptive attack) and ``n_attacked`` counts the stamped images.
 
     Raises:
         ConfigError: bad rates, fraction or limit, or too few images to split.
@@ -324,17 +332,33 @@ def evaluate_trigger_detector(
     auroc = (
         roc_auc(clean_scores, adv_scores) if adv_scores.numel() and clean_scores.numel() else None
     )
-    points = [
-        OperatingPoint(
-            fpr,
-            detection_metrics(clean_scores, adv_scores, detector.threshold_for_fpr(fpr)),
-            None,
+    adaptive = attack is not None and target is not None
+    if attack is not None and target is not None:
+        attack.check_model(DetectorAwareClassifier(model, detector, threshold=0.0))
+    positives, positive_labels = triggered[hit], held_out.y[stamp][hit]
+    points = []
+    for number, fpr in enumerate(fprs, start=1):
+        threshold = detector.threshold_for_fpr(fpr)
+        outcome = None
+        if attack is not None and target is not None and positives.shape[0]:
+            outcome = _adaptive_trigger(
+                model, detector, threshold, attack, positives, positive_labels, target
+            )
+            _report(progress, number, len(fprs))
+        points.append(
+            OperatingPoint(fpr, detection_metrics(clean_scores, adv_scores, threshold), outcome)
         )
-        for fpr in fprs
-    ]
     return DetectionEvaluation(
         detector=detector.params(),
-        attack={"name": "trigger", "params": {"trigger": trigger.spec, "target": target}},
+        attack={
+            "name": "trigger",
+            "params": {"trigger": trigger.spec, "target": target},
+            "adaptive": (
+                {"name": attack.name, "params": attack.to_dict()}
+                if attack is not None and adaptive
+                else None
+            ),
+        },
         fit_fraction=fit_fraction,
         seed=seed,
         limit=limit,
@@ -394,6 +418,25 @@ def _adaptive(
         n_fooled=n_fooled,
         n_caught=n_fooled - int((evaded & fooled).sum()),
     )
+
+
+def _adaptive_trigger(
+    model: Classifier,
+    detector: Detector,
+    threshold: float,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: int,
+) -> AdaptiveOutcome:
+    """Push triggered inputs on to ``target`` through model plus detector at ``threshold``."""
+    combined = DetectorAwareClassifier(model, detector, threshold=threshold)
+    result = attack.run(combined, x, y, target=target)
+    pred = combined.predict(result.x_adv).argmax(dim=1).cpu()
+    labels = y.cpu()
+    evaded = fools(pred, labels, torch.full_like(labels, target), combined.detected_class)
+    n, n_evaded = int(labels.numel()), int(evaded.sum())
+    return AdaptiveOutcome(n_attacked=n, n_evaded=n_evaded, n_fooled=n, n_caught=n - n_evaded)
 
 
 def _report(progress: RunsProgress | None, done: int, total: int) -> None:

@@ -234,9 +234,7 @@ def _echo_detection(evaluation: DetectionEvaluation, source: str) -> None:
         if adaptive is not None:
             rate, interval = adaptive["detection_rate"], adaptive["detection_rate_ci"]
             n_fooled = adaptive["n_fooled"]
-            typer.echo(
-                f"    adaptive detection {_measured(rate, interval, level, n_fooled, 'adversarial')}"
-            )
+            typer.echo(f"    adaptive detection {_measured(rate, interval, level, n_fooled, kind)}")
     typer.echo(
         f"  (detection: the share of {kind} images flagged at the threshold calibrated "
         "for the target FPR; intervals are Clopper-Pearson)"

@@ -288,9 +288,9 @@ class StripDetector(Detector):
     ``blend="add"`` superimposes as the paper does, ``min(x + clean, 1)``, which keeps
     a bright trigger at full strength; ``blend="average"`` is ART's ``(x + clean) / 2``,
     which halves it. Which works better depends on the images (BENCHMARKS.md): on MNIST
-    (white trigger, black background) ``add`` detects 99.1% of triggered inputs at 1%
-    FPR and ``average`` 42.1%; on CIFAR-10 photographs, which the sum washes out,
-    ``average`` detects 80.9% and ``add`` 58.5%.
+    (white trigger, black background) ``add`` detects 98.8% of triggered inputs at 1%
+    FPR and ``average`` 53.7%; on CIFAR-10 photographs, which the sum washes out,
+    ``average`` detects 81.8% and ``add`` 64.5%.
 
     :meth:`fit` draws the ``samples`` clean images to blend with from its training part
     (with ``seed``), so the threshold is calibrated on other clean images. Every input is

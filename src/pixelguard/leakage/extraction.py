@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -473,7 +474,7 @@ def budget_schedule(budget: int, rounds: tuple[int, ...] | None) -> list[int]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ExtractionConfig:
+class _ExtractionConfig(ABC):
     """Settings both strategies share (see the subclasses for their meaning)."""
 
     name: ClassVar[str] = "extraction"
@@ -612,6 +613,7 @@ class _ExtractionConfig:
             "-" if agreement is None else f"{agreement:.4f}",
         )
 
+    @abstractmethod
     def _extract(
         self,
         oracle: _Oracle,
@@ -620,8 +622,8 @@ class _ExtractionConfig:
         holdout: Holdout | None,
         generator: torch.Generator,
         curve: list[CurvePoint],
-    ) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    ) -> None:
+        """Ask ``oracle`` within the budget, training ``module`` and extending ``curve``."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -225,20 +225,15 @@ def evaluate_detector(
             model-plus-detector classifier offers none), or a model lacking what
             the attack needs.
     """
-    if not fprs or not all(0.0 < f < 1.0 for f in fprs):
-        raise ConfigError(f"false-positive rates must lie in (0, 1), got {list(fprs)}")
-    if not 0.0 < fit_fraction < 1.0:
-        raise ConfigError(f"fit_fraction must lie in (0, 1), got {fit_fraction}")
+    _check_rates(fprs, fit_fraction)
     attack.check_model(model)
     if adaptive:
         attack.check_model(DetectorAwareClassifier(model, detector, threshold=0.0))
     start = time.perf_counter()
-    fit_index, test_index = _split(len(dataset), fit_fraction, seed)
-    held_out = dataset.subset(test_index).sample(limit, seed)
-    _warn_unmeasurable(len(held_out), fprs)
+    fit_index, held_out, clean_scores = _fit_and_hold_out(
+        detector, dataset, fprs, fit_fraction, limit, seed
+    )
     x, y = held_out.x, held_out.y
-    detector.fit(dataset.x[fit_index])
-    clean_scores = detector.score(x)
     correct = model.predict(x).argmax(dim=1).cpu() == y
     xa, ya = x[correct], y[correct]
     runs = 1 + (len(fprs) if adaptive else 0)
@@ -310,16 +305,11 @@ def evaluate_trigger_detector(
         ConfigError: bad rates, fraction or limit, or too few images to split.
         ShapeError: a trigger for images of another shape.
     """
-    if not fprs or not all(0.0 < f < 1.0 for f in fprs):
-        raise ConfigError(f"false-positive rates must lie in (0, 1), got {list(fprs)}")
-    if not 0.0 < fit_fraction < 1.0:
-        raise ConfigError(f"fit_fraction must lie in (0, 1), got {fit_fraction}")
+    _check_rates(fprs, fit_fraction)
     start = time.perf_counter()
-    fit_index, test_index = _split(len(dataset), fit_fraction, seed)
-    held_out = dataset.subset(test_index).sample(limit, seed)
-    _warn_unmeasurable(len(held_out), fprs)
-    detector.fit(dataset.x[fit_index])
-    clean_scores = detector.score(held_out.x)
+    fit_index, held_out, clean_scores = _fit_and_hold_out(
+        detector, dataset, fprs, fit_fraction, limit, seed
+    )
     stamp = (
         held_out.y != target
         if target is not None
@@ -370,6 +360,30 @@ def evaluate_trigger_detector(
         points=points,
         wall_time=time.perf_counter() - start,
     )
+
+
+def _check_rates(fprs: Sequence[float], fit_fraction: float) -> None:
+    if not fprs or not all(0.0 < f < 1.0 for f in fprs):
+        raise ConfigError(f"false-positive rates must lie in (0, 1), got {list(fprs)}")
+    if not 0.0 < fit_fraction < 1.0:
+        raise ConfigError(f"fit_fraction must lie in (0, 1), got {fit_fraction}")
+
+
+def _fit_and_hold_out(
+    detector: Detector,
+    dataset: Dataset,
+    fprs: Sequence[float],
+    fit_fraction: float,
+    limit: int | None,
+    seed: int,
+) -> tuple[torch.Tensor, Dataset, torch.Tensor]:
+    """Split ``dataset`` (seeded), fit ``detector`` on one part and score the other:
+    the fit indices, the held-out images (a ``limit`` sample) and their clean scores."""
+    fit_index, test_index = _split(len(dataset), fit_fraction, seed)
+    held_out = dataset.subset(test_index).sample(limit, seed)
+    _warn_unmeasurable(len(held_out), fprs)
+    detector.fit(dataset.x[fit_index])
+    return fit_index, held_out, detector.score(held_out.x)
 
 
 def _split(n: int, fit_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

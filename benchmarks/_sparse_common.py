@@ -80,6 +80,22 @@ def fooled_within(queries: np.ndarray, success: np.ndarray, grid: np.ndarray) ->
     return (fooled_at[None, :] <= grid[:, None]).mean(axis=1)
 
 
+def joint_median_queries(*runs: dict[str, Any]) -> tuple[int, list[float | None]]:
+    """Images every run fooled, and each run's median queries over exactly those images.
+
+    The only fair query comparison: a median over all images counts each failure at
+    the budget, and a median over each attack's own successes compares different
+    images. ``runs`` are records on the same images with ``per_image`` lists
+    ``success`` and ``queries``.
+
+    Returns:
+        (how many images every run fooled, each run's median there or None if none).
+    """
+    success = np.logical_and.reduce([np.asarray(r["per_image"]["success"], bool) for r in runs])
+    medians = [median(np.asarray(r["per_image"]["queries"], dtype=float)[success]) for r in runs]
+    return int(success.sum()), medians
+
+
 def query_grid(max_queries: int, points: int = 200) -> np.ndarray:
     """Log-spaced query counts from 1 to ``max_queries`` (integers, unique)."""
     top = max(2.0, math.log10(max(max_queries, 2)))

@@ -317,7 +317,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     train = load_data(str(train_path), split="all")
     test = load_data(str(eval_path), split="all").subset(slice(0, args.n_images))
     plain_path = plain_model(args.model_dir, train_path, args.epochs)
-    plain = TorchClassifier(load_checkpoint(plain_path)[0].eval(), train.image_shape, output="logits")
+    plain = TorchClassifier(
+        load_checkpoint(plain_path)[0].eval(), train.image_shape, output="logits"
+    )
     pixels = [int(k) for k in args.pixels.split(",")]
     results: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/bench_defenses.py", *(argv or sys.argv[1:])]),
@@ -352,7 +354,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             save()
     if parts & {"hardened", "strength"}:
         hardened = hardened_model(plain_path, train, args)
-        hardened_classifier = TorchClassifier(hardened["module"], train.image_shape, output="logits")
+        hardened_classifier = TorchClassifier(
+            hardened["module"], train.image_shape, output="logits"
+        )
     if "hardened" in parts:
         results["hardened"] = {
             "against": args.harden_against,

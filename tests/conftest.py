@@ -14,6 +14,16 @@ from pixelguard.models.training import train_classifier
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _calibration_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Batch sizes measured under ``batch_size="auto"`` (the command line's default) are
+    cached for this session only, not in the user's ``~/.cache/pixelguard``."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PIXELGUARD_CACHE", str(tmp_path_factory.mktemp("pixelguard-cache")))
+    yield
+    patch.undo()
+
+
 def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)

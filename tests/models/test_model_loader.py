@@ -328,3 +328,62 @@ def test_a_module_without_input_size_takes_the_datas_and_is_probed():
         load_model(net, data_shape=(3, 32, 32))
     with pytest.raises(ConfigError, match=r"input_shape=\(C, H, W\)"):
         load_model(net)
+
+
+# -- batch size, memory, threads and device -----------------------------------------
+
+
+def test_files_calibrate_under_auto_and_keep_their_results(tmp_path) -> None:
+    checkpoint = tmp_path / "model.pt"
+    _checkpoint(checkpoint)
+    scripted = tmp_path / "scripted.pth"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(linear_net()), str(scripted))
+    for path, shape in ((checkpoint, None), (scripted, (1, 2, 2))):
+        clf = load_model(path, input_shape=shape, batch_size="auto")
+        assert isinstance(clf, TorchClassifier)
+        assert clf.batch_size == clf.calibration.batch_size  # type: ignore[attr-defined]
+        assert clf.calibration.bytes_per_image >= 16  # type: ignore[attr-defined]
+        fixed = load_model(path, input_shape=shape, batch_size=3)
+        torch.testing.assert_close(clf.predict(X4), fixed.predict(X4))
+
+
+def test_auto_leaves_ready_classifiers_and_scikit_learn_batches_alone() -> None:
+    ready = TorchClassifier(linear_net(), (1, 2, 2), batch_size=5)
+    assert load_model(ready, batch_size="auto", max_memory="1K") is ready
+    assert ready.batch_size == 5 and not hasattr(ready, "calibration")
+    assert ready.max_memory == 1 << 30
+    sk = load_model(fitted_logreg(), input_shape=(1, 2, 2), batch_size="auto", max_memory="1G")
+    assert isinstance(sk, SklearnClassifier) and sk.batch_size == 4096
+    assert sk.max_memory == 1 << 30 and not hasattr(sk, "calibration")
+
+
+def test_endpoints_get_the_memory_budget(monkeypatch) -> None:
+    fake = types.ModuleType("pixelguard.models.http")
+
+    def load_http_model(url: str, **kwargs: object) -> CallableClassifier:
+        return CallableClassifier(lambda a: a.reshape(len(a), -1)[:, :2], (1, 2, 2))
+
+    fake.load_http_model = load_http_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pixelguard.models.http", fake)
+    model = load_model("https://example.test/score", http_config="e.yaml", max_memory="2G")
+    assert model.max_memory == 2 << 30  # type: ignore[attr-defined]
+    assert model.batch_size == 128  # type: ignore[attr-defined]  # never measured
+
+
+def test_http_classifiers_carry_a_memory_budget() -> None:
+    from pixelguard.models.http import HttpClassifier
+    from pixelguard.models.http_config import EndpointConfig
+
+    cfg = EndpointConfig(url="http://127.0.0.1:9/score", input_shape=(1, 8, 8), num_classes=10)
+    assert HttpClassifier(cfg).max_memory == 1 << 30
+
+
+def test_device_option_for_modules() -> None:
+    net = linear_net()
+    assert load_model(net, input_shape=(1, 2, 2), device="cpu").device == torch.device("cpu")  # type: ignore[attr-defined]
+    if not torch.cuda.is_available():
+        assert load_model(net, input_shape=(1, 2, 2), device="auto").device.type == "cpu"  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            load_model(net, input_shape=(1, 2, 2), device="cuda:0")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from pixelguard.defaults import DEFAULT_BATCH_SIZE
+from pixelguard.defaults import DEFAULT_MAX_MEMORY
 from pixelguard.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -143,13 +143,37 @@ Output = Annotated[
     ),
 ]
 BatchSize = Annotated[
-    int, typer.Option(help="Most images per model call.", rich_help_panel=MODEL_PANEL)
+    str,
+    typer.Option(
+        help="Most images per model call, or auto: the fastest, measured once per model and "
+        "machine (a few seconds at most) and cached in ~/.cache/pixelguard ($PIXELGUARD_CACHE). "
+        "Endpoints use their config's.",
+        rich_help_panel=MODEL_PANEL,
+    ),
 ]
 Device = Annotated[
+    str,
+    typer.Option(
+        help="Where torch, Keras and ONNX models run: auto (the GPU when torch sees one, "
+        "else the CPU), cpu, cuda or cuda:N. ONNX needs onnxruntime-gpu for cuda.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        help="CPU threads for torch and ONNX Runtime models (default: torch's own, one per "
+        "core). On a machine busy with other work, fewer (even 1) can be several times faster.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+MaxMemory = Annotated[
     str | None,
     typer.Option(
-        help="Torch device for torch and Keras models, e.g. cuda:0 or cpu "
-        "(default: where the weights are, the CPU for files).",
+        "--max-memory",
+        help="Memory one model call may use for images and activations, and an attack for "
+        f"candidate images, e.g. 512M, 2G, 1.5GiB (default {DEFAULT_MAX_MEMORY / 2**30:g}G); "
+        "it caps the batch size.",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
@@ -292,10 +316,12 @@ class ModelOptions:
     mean: Mean = None
     std: Std = None
     output: Output = None
-    batch_size: BatchSize = DEFAULT_BATCH_SIZE
+    batch_size: BatchSize = "auto"
     trust_pickle: TrustPickle = False
     http_config: HttpConfig = None
-    device: Device = None
+    device: Device = "auto"
+    threads: Threads = None
+    max_memory: MaxMemory = None
 
     def load(self, spec: str, data_shape: tuple[int, int, int] | None = None) -> Classifier:
         """Load the model ``spec`` with these options.
@@ -304,7 +330,7 @@ class ModelOptions:
         model that records none, unless ``--input-shape`` says otherwise.
         """
         from pixelguard.models.base import parse_shape
-        from pixelguard.models.loader import load_model
+        from pixelguard.models.loader import load_model, parse_batch_size
 
         return load_model(
             spec,
@@ -314,11 +340,13 @@ class ModelOptions:
             mean=self.mean,
             std=self.std,
             output=self.output,
-            batch_size=self.batch_size,
+            batch_size=parse_batch_size(self.batch_size, "--batch-size"),
             trust_pickle=self.trust_pickle,
             http_config=self.http_config,
             device=self.device,
             data_shape=data_shape,
+            max_memory=self.max_memory,
+            threads=self.threads,
         )
 
     def given(self) -> dict[str, Any]:
@@ -472,17 +500,20 @@ DETECTOR_NAMES = ("feature-squeezing", "isolated-pixel", "strip")
 torch (checked against :func:`~pixelguard.defenses.detect.list_detectors` likewise)."""
 
 
-def resolve_target(text: str | None, class_names: list[str] | None) -> int | None:
-    """A ``--target`` given as a class number or a class name.
+def resolve_target(
+    text: str | None, class_names: list[str] | None, num_classes: int | None = None
+) -> int | None:
+    """A ``--target`` given as a class number or a class name (None: untargeted).
+
+    Names are matched exactly, then ignoring case; an unknown name's one-line error
+    offers the nearest few names, not all 1,000 of an ImageNet model. A number must
+    be below ``num_classes`` (the model's; else the number of ``class_names``).
 
     Raises:
-        ConfigError: neither a number nor a known class name.
+        ConfigError: a number out of range, or a name that is no known class name.
     """
     if text is None:
         return None
-    if text.lstrip("-").isdigit():
-        return int(text)
-    if class_names is not None and text in class_names:
-        return class_names.index(text)
-    known = f"; class names: {', '.join(class_names)}" if class_names else ""
-    raise ConfigError(f"--target must be a class number or name, got {text!r}{known}")
+    from pixelguard.data.class_names import resolve_class
+
+    return resolve_class(text, class_names, num_classes, what="--target")

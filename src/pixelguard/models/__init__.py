@@ -11,6 +11,7 @@ from pixelguard.models.base import (
     InputSpec,
     OutputKind,
 )
+from pixelguard.models.calibration import Calibration, calibrate, measure_batch_sizes
 from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.keras import KerasClassifier
 from pixelguard.models.loader import load_model
@@ -24,6 +25,7 @@ from pixelguard.models.training import train_classifier
 from pixelguard.models.zoo import build_model, list_archs, load_checkpoint, save_checkpoint
 
 __all__ = [
+    "Calibration",
     "CallableClassifier",
     "Capabilities",
     "Classifier",
@@ -38,9 +40,11 @@ __all__ = [
     "SklearnClassifier",
     "TorchClassifier",
     "build_model",
+    "calibrate",
     "list_archs",
     "load_checkpoint",
     "load_model",
+    "measure_batch_sizes",
     "save_checkpoint",
     "train_classifier",
 ]

@@ -18,6 +18,7 @@ import torch
 
 from pixelguard.checks import check_images
 from pixelguard.defaults import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from pixelguard.defaults import DEFAULT_MAX_MEMORY as DEFAULT_MAX_MEMORY
 from pixelguard.errors import ConfigError, ModelError
 
 
@@ -171,6 +172,94 @@ class ClassifierWrapper:
         return self.model.capabilities
 
 
+def _wrapped_setting(model: object, name: str) -> int | None:
+    """The outermost ``name`` attribute (a positive int) along a chain of wrappers, or None."""
+    seen = 0
+    while model is not None and seen < 64:
+        value = getattr(model, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+        model = getattr(model, "model", None)
+        seen += 1
+    return None
+
+
+def preferred_batch_size(model: Classifier) -> int:
+    """Images per call at which ``model`` runs fastest, as far as pixelguard knows.
+
+    The ``batch_size`` of the adapter under any wrappers (preprocessors, query
+    counters, resizing): measured when the model was loaded with ``batch_size="auto"``,
+    else the one given. Attacks size their candidate batches to it, so that model
+    calls are neither split into slow small chunks nor padded into slow large ones.
+    """
+    return _wrapped_setting(model, "batch_size") or DEFAULT_BATCH_SIZE
+
+
+def memory_budget(model: Classifier) -> int:
+    """Bytes an attack may hold at once in candidate images for ``model``.
+
+    The ``max_memory`` of the adapter under any wrappers, else
+    :data:`~pixelguard.defaults.DEFAULT_MAX_MEMORY`.
+    """
+    return _wrapped_setting(model, "max_memory") or DEFAULT_MAX_MEMORY
+
+
+def model_device(model: Classifier) -> torch.device:
+    """The torch device ``model`` runs on: the ``device`` of the adapter under any
+    wrappers, else the CPU. Attacks keep their tensors where their images are; callers
+    that want every tensor on the model's device put the images there.
+    """
+    seen = 0
+    current: object = model
+    while current is not None and seen < 64:
+        device = getattr(current, "device", None)
+        if isinstance(device, (str, torch.device)):
+            try:
+                return torch.device(device)
+            except RuntimeError:
+                break
+        current = getattr(current, "model", None)
+        seen += 1
+    return torch.device("cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> str | None:
+    """A device option as a torch device string, checked against this machine.
+
+    ``None`` stays None (the caller's default: where the weights are); ``"auto"`` is
+    ``"cuda"`` when torch sees a GPU, else ``"cpu"``; ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"`` and other torch device names are kept once checked.
+
+    Raises:
+        ConfigError: not a device name, or a GPU that torch does not see here.
+    """
+    if device is None:
+        return None
+    text = str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(
+            f"device must be auto, cpu, cuda or cuda:N, got {str(device)!r}"
+        ) from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {text} (--device): torch sees no CUDA GPU on this machine "
+                f"(torch {torch.__version__}); use --device cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(
+                f"device {text} (--device): torch sees {count} GPU(s), cuda:0 to cuda:{count - 1}"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {text} (--device): torch sees no MPS device here; use cpu")
+    return text
+
+
 def detect_output_kind(scores: torch.Tensor, atol: float = 1e-3) -> OutputKind:
     """Guess what ``scores`` are from their rows.
 
@@ -259,6 +348,10 @@ def differentiable_scores(
 class ArrayClassifier:
     """Shared adapter machinery: input spec, chunking, output-kind detection, checks.
 
+    ``batch_size`` is the most images per model call (see :func:`preferred_batch_size`);
+    ``max_memory`` the bytes of input and activations one call may hold, which attacks
+    also read as their budget for candidate images (see :func:`memory_budget`).
+
     Subclasses implement :meth:`_forward` on one canonical chunk: they convert it with
     their spec, run the model and return its ``(n, K)`` output. The output kind and
     number of classes are read from a probe batch when not given. Adapters compare
@@ -271,13 +364,17 @@ class ArrayClassifier:
     batch_size: int = DEFAULT_BATCH_SIZE
     gradients: bool = False
     _num_classes: int | None = field(default=None, repr=False)
+    max_memory: int = DEFAULT_MAX_MEMORY
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
             raise ConfigError(f"input_shape must be (C, H, W), got {self.input_shape}")
         self.input_shape = tuple(int(v) for v in self.input_shape)  # type: ignore[assignment]
-        if self.batch_size <= 0:
-            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        for name in ("batch_size", "max_memory"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                auto = "; batch_size='auto' is load_model's" if value == "auto" else ""
+                raise ConfigError(f"{name} must be a positive whole number, got {value!r}{auto}")
         if self.output is not None:
             self.output = OutputKind(self.output)
 

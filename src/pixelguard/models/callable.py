@@ -8,7 +8,13 @@ import numpy as np
 import torch
 
 from pixelguard.errors import ConfigError, ModelError, PixelguardError
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, ArrayClassifier, InputSpec, OutputKind
+from pixelguard.models.base import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_MEMORY,
+    ArrayClassifier,
+    InputSpec,
+    OutputKind,
+)
 
 
 class CallableClassifier(ArrayClassifier):
@@ -25,6 +31,7 @@ class CallableClassifier(ArrayClassifier):
         output: what ``fn`` returns (``"logits"``, ``"probabilities"``, ``"labels"``),
             or None to detect it from a probe batch.
         batch_size: most images per call.
+        max_memory: bytes of input and activations one call may hold.
 
     Shape:
         fn: (n, C, H, W) or (n, H, W, C) or (n, C*H*W) numpy, per ``spec`` -> (n, K).
@@ -46,6 +53,7 @@ class CallableClassifier(ArrayClassifier):
         spec: InputSpec | None = None,
         output: OutputKind | str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_memory: int = DEFAULT_MAX_MEMORY,
     ) -> None:
         if not callable(fn):
             raise ConfigError(f"CallableClassifier needs a callable, got {type(fn).__name__}")
@@ -55,6 +63,7 @@ class CallableClassifier(ArrayClassifier):
             output=output,
             batch_size=batch_size,
             gradients=False,
+            max_memory=max_memory,
         )
         self.fn = fn
 

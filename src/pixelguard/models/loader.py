@@ -11,6 +11,10 @@ did not explicitly choose to run:
 - full pickles (``torch.save(model)``, ``.pkl``, ``.joblib``) are refused with
   :class:`UnsafeLoadError` unless ``trust_pickle=True``;
 - ``file.py:factory`` imports and runs ``file.py``: naming it is the opt-in.
+
+``batch_size="auto"`` measures the fastest batch size of a local model once per model
+and machine (:mod:`pixelguard.models.calibration`); ``max_memory`` bounds it, and
+``device``/``threads`` say where and on how many CPU threads models run.
 """
 
 from __future__ import annotations
@@ -33,12 +37,16 @@ from torch import nn
 from pixelguard.errors import ConfigError, ModelError, PixelguardError, UnsafeLoadError, first_line
 from pixelguard.models.base import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_MEMORY,
+    ArrayClassifier,
     Classifier,
     InputSpec,
     OutputKind,
     parse_floats,
     parse_shape,
+    resolve_device,
 )
+from pixelguard.models.calibration import calibrate, format_bytes, memory_cap, parse_memory
 from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.keras import KERAS_SUFFIXES, KerasClassifier, load_keras_file
 from pixelguard.models.onnx import OnnxClassifier
@@ -57,6 +65,40 @@ _SUPPORTED = (
     "a TensorFlow SavedModel folder, "
     ".joblib/.pkl/.pickle (with --trust-pickle), file.py:factory, http(s):// endpoint"
 )
+AUTO = "auto"
+"""The batch size (and device) that pixelguard chooses: measured (the GPU if there is one)."""
+
+
+def parse_batch_size(value: int | str, what: str = "batch_size") -> int | str:
+    """A batch-size option: a positive whole number (``"64"`` or 64), or ``"auto"``.
+
+    Raises:
+        ConfigError: anything else; ``what`` names the option.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ConfigError(f"{what} must be a positive whole number or auto, got {value!r}")
+
+
+def parse_threads(value: int | str | None, what: str = "threads") -> int | None:
+    """A thread-count option: a positive whole number, or None (torch's default).
+
+    Raises:
+        ConfigError: anything else; ``what`` names the option.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive whole number, got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +111,32 @@ class _Options:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     output: str | None
-    batch_size: int
+    batch_size: int | str
     device: str | None
     data_shape: tuple[int, int, int] | None = None
+    max_memory: int = DEFAULT_MAX_MEMORY
+    memory_given: bool = False
+    threads: int | None = None
+
+    @property
+    def first_batch_size(self) -> int:
+        """The batch size an adapter is built with (before calibration, under ``auto``)."""
+        return self.batch_size if isinstance(self.batch_size, int) else DEFAULT_BATCH_SIZE
+
+    def torch_device(self, module: nn.Module | None = None) -> str | None:
+        """The device for a torch model: ``auto`` keeps a module that is already on an
+        accelerator where it is, else the GPU when torch sees one, else the CPU."""
+        if self.device is not None and self.device.strip().lower() == AUTO and module is not None:
+            for tensor in [*module.parameters(), *module.buffers()][:1]:
+                if tensor.device.type != "cpu":
+                    return None
+        return resolve_device(self.device)
+
+    def keras_device(self) -> str | None:
+        """The device for a Keras model: ``auto`` leaves it to Keras (the GPU if any)."""
+        if self.device is not None and self.device.strip().lower() == AUTO:
+            return None
+        return resolve_device(self.device)
 
     def spec(self, base: InputSpec | None = None) -> InputSpec:
         """``base`` (default ``InputSpec()``) with every option the user set applied."""
@@ -110,7 +175,7 @@ def load_model(
     mean: str | Sequence[float] | None = None,
     std: str | Sequence[float] | None = None,
     output: str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
     trust_pickle: bool = False,
     device: str | None = None,
     http_config: str | Path | None = None,
@@ -118,6 +183,8 @@ def load_model(
     resize_mode: str = "bilinear",
     crop: Sequence[int] | None = None,
     data_shape: Sequence[int] | None = None,
+    max_memory: int | str | None = None,
+    threads: int | None = None,
 ) -> Classifier:
     """Turn a model object, file, factory reference or endpoint into a Classifier.
 
@@ -147,10 +214,16 @@ def load_model(
         std: per-channel std to divide by after subtracting the mean.
         output: ``"logits"``, ``"probabilities"`` or ``"labels"``; None detects it
             from a probe batch (checkpoints are logits).
-        batch_size: most images per model call (an endpoint's config sets its own).
+        batch_size: most images per model call, or ``"auto"``: measured for this
+            model on this machine (a few seconds for a 224-pixel CNN on a CPU,
+            milliseconds for a tiny one) and cached, see
+            :func:`~pixelguard.models.calibration.calibrate`. scikit-learn models then
+            keep their own default and an endpoint's config always sets its own.
         trust_pickle: allow loading files whose loading runs code (pickle, joblib).
-        device: torch device for torch models, e.g. ``"cuda:0"``; default: where the
-            module's weights are, CPU for files.
+        device: where torch, Keras and ONNX models run: ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"``, or ``"auto"`` (the GPU when torch sees one; ONNX models
+            need onnxruntime's CUDA provider for it); default: where the module's
+            weights are, the CPU for files.
         http_config: endpoint configuration file for ``http(s)://`` models only.
         submitted_shape: ``(C, H, W)`` or ``(H, W)`` of the images as submitted when
             the deployed model resizes them; the adapter is then wrapped in a
@@ -163,6 +236,13 @@ def load_model(
             size of a model that records none (a torch module, a scikit-learn
             estimator, a callable) when ``input_shape`` is not given; one probe
             batch checks that the model accepts it.
+        max_memory: bytes (or a size such as ``"512M"``, ``"2G"``) of input and
+            activations one model call may hold; it caps the batch size, and attacks
+            read it as their budget for candidate images. Default
+            :data:`~pixelguard.defaults.DEFAULT_MAX_MEMORY`. When given with a fixed
+            ``batch_size``, that size is lowered to fit (one image is measured).
+        threads: CPU threads for torch (``torch.set_num_threads``, for the whole
+            process) and onnxruntime; None keeps torch's default (one per core).
 
     Returns:
         A Classifier (a :class:`TorchClassifier` is also ``Differentiable``, and so is
@@ -175,7 +255,8 @@ def load_model(
         ModelError: missing, corrupt or unusable model file.
         UnsafeLoadError: the file is a pickle and ``trust_pickle`` is False.
         ConfigError: invalid options, a missing ``input_shape``, an unsupported file
-            type, or an endpoint URL when the http adapter is not installed.
+            type, an endpoint URL when the http adapter is not installed, a device
+            this machine does not have, or one image needing more than ``max_memory``.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
@@ -189,17 +270,31 @@ def load_model(
         mean=parse_floats(mean, "mean"),
         std=parse_floats(std, "std"),
         output=output,
-        batch_size=batch_size,
+        batch_size=parse_batch_size(batch_size),
         device=device,
         data_shape=parse_shape(data_shape, "data_shape"),
+        max_memory=DEFAULT_MAX_MEMORY if max_memory is None else parse_memory(max_memory),
+        memory_given=max_memory is not None,
+        threads=parse_threads(threads),
     )
     options.spec()  # validate layout/scale/std before loading anything
+    if not _runs_outside_torch(spec):
+        resolve_device(device)  # a GPU this machine lacks fails before anything loads
+    if options.threads is not None and options.threads != torch.get_num_threads():
+        torch.set_num_threads(options.threads)
     if submitted_shape is None and crop is not None:
         raise ConfigError("crop applies only with submitted_shape")
     model = _load_adapter(spec, options, trust_pickle, http_config)
     if submitted_shape is None:
         return model
     return ResizeInput(model, submitted_shape, mode=resize_mode, crop=crop)
+
+
+def _runs_outside_torch(spec: object) -> bool:
+    """True for an ONNX file or an endpoint, whose device torch does not decide."""
+    if isinstance(spec, str) and spec.startswith(("http://", "https://")):
+        return True
+    return isinstance(spec, (str, Path)) and str(spec).lower().endswith(".onnx")
 
 
 def _load_adapter(
@@ -237,7 +332,9 @@ def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
     model that wants another size fails here, with the option that fixes it.
     """
     model = _adapter_for(obj, options, what=what)
-    if options.takes_shape_from_data() and not isinstance(obj, Classifier):
+    if model is obj:
+        return model  # already a Classifier: the adapter options do not apply
+    if options.takes_shape_from_data():
         try:
             model.num_classes  # noqa: B018  (the probe batch)
         except PixelguardError as exc:
@@ -246,6 +343,36 @@ def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
                 f"shape {options.data_shape} ({first_line(exc)}); pass --input-shape C,H,W "
                 "(input_shape=) with the size it takes"
             ) from exc
+    return _tune(model, options)
+
+
+def _tune(model: Classifier, options: _Options) -> Classifier:
+    """Give an adapter built here the memory budget and, under ``batch_size="auto"``,
+    its measured batch size; with a fixed size and a ``max_memory`` given, lower the
+    size to what fits.
+
+    Raises:
+        ConfigError: one image needs more than ``max_memory``.
+    """
+    if not isinstance(model, ArrayClassifier):
+        return model
+    model.max_memory = options.max_memory
+    fixed_batch = getattr(model, "_fixed_batch", None) is not None  # an ONNX batch dimension
+    if options.batch_size == AUTO and not fixed_batch and not isinstance(model, SklearnClassifier):
+        calibration = calibrate(model, max_memory=options.max_memory)
+        model.batch_size = calibration.batch_size
+        model.calibration = calibration  # type: ignore[attr-defined]
+    elif options.memory_given:
+        cap, per_image = memory_cap(model, options.max_memory)
+        if model.batch_size > cap and not fixed_batch:
+            logger.warning(
+                "batch size %d needs about %s, over max_memory %s; using %d",
+                model.batch_size,
+                format_bytes(model.batch_size * per_image),
+                format_bytes(options.max_memory),
+                cap,
+            )
+            model.batch_size = cap
     return model
 
 
@@ -254,15 +381,15 @@ def _adapter_for(obj: object, options: _Options, *, what: str) -> Classifier:
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(obj, keras.Model):
         # on Keras's torch backend a Keras model is also an nn.Module, but NHWC
-        return KerasClassifier(obj, device=options.device, **_keras_settings(options))
+        return KerasClassifier(obj, device=options.keras_device(), **_keras_settings(options))
     if isinstance(obj, nn.Module):
         return TorchClassifier(
             obj,
             options.shape_for(what),
             spec=options.spec(),
             output=options.output,
-            batch_size=options.batch_size,
-            device=options.device,
+            batch_size=options.first_batch_size,
+            device=options.torch_device(obj),
         )
     if isinstance(obj, Classifier):
         logger.debug("%s is already a pixelguard Classifier; adapter options are not used", what)
@@ -272,11 +399,14 @@ def _adapter_for(obj: object, options: _Options, *, what: str) -> Classifier:
             raise ConfigError(
                 f"scikit-learn models give probabilities; output {options.output!r} does not apply"
             )
+        sized: dict[str, int] = (
+            {"batch_size": options.batch_size} if isinstance(options.batch_size, int) else {}
+        )
         return SklearnClassifier(
             obj,
             options.shape_for(what),
             spec=dataclasses.replace(options.spec(), flatten=True),
-            batch_size=options.batch_size,
+            **sized,
         )
     if callable(obj):
         return CallableClassifier(
@@ -284,7 +414,7 @@ def _adapter_for(obj: object, options: _Options, *, what: str) -> Classifier:
             options.shape_for(what),
             spec=options.spec(),
             output=options.output,
-            batch_size=options.batch_size,
+            batch_size=options.first_batch_size,
         )
     raise ConfigError(
         f"cannot make a classifier from {what}: expected a torch module, a scikit-learn "
@@ -303,14 +433,17 @@ def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
     if suffix in _TORCH_SUFFIXES:
         return _load_torch_file(path, options, trust_pickle)
     if suffix == ".onnx":
-        return OnnxClassifier(
+        onnx_model = OnnxClassifier(
             path,
             input_shape=options.input_shape,
             open_shape=options.data_shape,
             spec=options.spec(),
             output=options.output,
-            batch_size=options.batch_size,
+            batch_size=options.first_batch_size,
+            device=options.device,
+            threads=options.threads,
         )
+        return _tune(onnx_model, options)
     if suffix in KERAS_SUFFIXES:
         return _load_keras(path, options, trust_pickle)
     if suffix in _PICKLE_SUFFIXES:
@@ -323,9 +456,10 @@ def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
 def _load_keras(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
     """A Keras file or TensorFlow SavedModel folder."""
     if path.is_dir():
-        return SavedModelClassifier(path, **_keras_settings(options))
-    model = load_keras_file(path, trust_pickle=trust_pickle, device=options.device)
-    return KerasClassifier(model, device=options.device, **_keras_settings(options))
+        return _tune(SavedModelClassifier(path, **_keras_settings(options)), options)
+    device = options.keras_device()
+    model = load_keras_file(path, trust_pickle=trust_pickle, device=device)
+    return _tune(KerasClassifier(model, device=device, **_keras_settings(options)), options)
 
 
 def _keras_settings(options: _Options) -> dict[str, Any]:
@@ -337,7 +471,7 @@ def _keras_settings(options: _Options) -> dict[str, Any]:
         "mean": options.mean,
         "std": options.std,
         "output": options.output,
-        "batch_size": options.batch_size,
+        "batch_size": options.first_batch_size,
         "open_shape": options.data_shape,
     }
 
@@ -347,7 +481,7 @@ def _load_torch_file(path: Path, options: _Options, trust_pickle: bool) -> Class
     if _is_torchscript(path):
         try:
             module = torch.jit.load(  # type: ignore[no-untyped-call]
-                str(path), map_location=options.device or "cpu"
+                str(path), map_location=options.torch_device() or "cpu"
             )
         except RuntimeError as exc:
             raise ModelError(f"cannot load TorchScript file {path}: {first_line(exc)}") from exc
@@ -402,14 +536,15 @@ def _from_torch_payload(payload: object, path: Path, options: _Options) -> Class
                 f"{path} was trained on images of shape {shape}, "
                 f"but input_shape is {options.input_shape}"
             )
-        return TorchClassifier(
+        checkpoint_model = TorchClassifier(
             module,
             shape,
             spec=options.spec(meta["spec"]),
             output=options.output or OutputKind.LOGITS,
-            batch_size=options.batch_size,
-            device=options.device,
+            batch_size=options.first_batch_size,
+            device=options.torch_device(),
         )
+        return _tune(checkpoint_model, options)
     hint = (
         "save a pixelguard checkpoint, a TorchScript file (torch.jit.script(model).save(path)) "
         "or name a factory that builds the network: model.py:make_model"
@@ -502,4 +637,5 @@ def _load_http(url: str, options: _Options, http_config: str | Path | None) -> C
         std=options.std,
         output=options.output,
     )
+    result.max_memory = options.max_memory  # type: ignore[attr-defined]
     return result

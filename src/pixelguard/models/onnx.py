@@ -1,4 +1,4 @@
-"""Adapter for ONNX models, run with onnxruntime on the CPU.
+"""Adapter for ONNX models, run with onnxruntime on the CPU or, with onnxruntime-gpu, CUDA.
 
 onnxruntime is imported only when an :class:`OnnxClassifier` is built, so importing
 this module is cheap and works without the ``onnx`` extra.
@@ -9,13 +9,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pixelguard.errors import ConfigError, ModelError, require
-from pixelguard.models.base import DEFAULT_BATCH_SIZE, ArrayClassifier, InputSpec, OutputKind
+from pixelguard.models.base import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_MEMORY,
+    ArrayClassifier,
+    InputSpec,
+    OutputKind,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +36,7 @@ _ONNX_DTYPES = {
 
 
 class OnnxClassifier(ArrayClassifier):
-    """An ONNX model file as a black-box :class:`Classifier` (onnxruntime, CPU).
+    """An ONNX model file as a black-box :class:`Classifier` (onnxruntime).
 
     The model must have one image input. Its element type sets the input dtype
     (float32, float64, float16 or uint8; ``spec.dtype`` is overridden). When the
@@ -45,6 +53,15 @@ class OnnxClassifier(ArrayClassifier):
         spec: layout, scale and mean/std the model wants; default NCHW in [0, 1].
         output: ``"logits"``, ``"probabilities"``, ``"labels"``, or None to detect.
         batch_size: most images per ``session.run``.
+        device: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (onnxruntime's
+            ``CUDAExecutionProvider``, which onnxruntime-gpu installs), or ``"auto"``:
+            CUDA when that provider is installed and torch sees a GPU, else the CPU.
+            None is the CPU.
+        threads: onnxruntime's intra-op threads on the CPU; None: its default.
+        max_memory: bytes of input and activations one call may hold.
+
+    Attributes:
+        providers: the execution providers the session runs on.
 
     Shape:
         model input: (n, C, H, W) or (n, H, W, C) or (n, C*H*W), per ``spec``.
@@ -54,7 +71,8 @@ class OnnxClassifier(ArrayClassifier):
         MissingDependencyError: onnxruntime is not installed.
         ModelError: the file is missing or unreadable, has several inputs or an
             unsupported input type, or its fixed input shape disagrees with ``input_shape``.
-        ConfigError: the image size is open in the file and ``input_shape`` is not given.
+        ConfigError: the image size is open in the file and ``input_shape`` is not given,
+            or ``device`` asks for CUDA and the CUDA provider is not installed.
 
     Example:
         >>> clf = OnnxClassifier("model.onnx")  # doctest: +SKIP
@@ -70,17 +88,30 @@ class OnnxClassifier(ArrayClassifier):
         output: OutputKind | str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         open_shape: tuple[int, int, int] | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        max_memory: int = DEFAULT_MAX_MEMORY,
     ) -> None:
         ort = require("onnxruntime", "onnx", "ONNX models")
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"no such model file: {path}")
+        providers = _providers(ort, device)
+        options = ort.SessionOptions()  # type: ignore[attr-defined]
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             session = ort.InferenceSession(  # type: ignore[attr-defined]
-                str(path), providers=["CPUExecutionProvider"]
+                str(path), sess_options=options, providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own Exception subclasses
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        wanted = [p if isinstance(p, str) else p[0] for p in providers]
+        if wanted[0] not in session.get_providers():
+            raise ConfigError(
+                f"device {device} (--device): onnxruntime could not start {wanted[0]} "
+                "(see its warnings); use --device cpu"
+            )
         inputs = session.get_inputs()
         if len(inputs) != 1:
             names = ", ".join(i.name for i in inputs)
@@ -123,8 +154,11 @@ class OnnxClassifier(ArrayClassifier):
             output=output,
             batch_size=fixed_batch or batch_size,
             gradients=False,
+            max_memory=max_memory,
         )
         self.path = path
+        self.threads = threads
+        self.providers: list[str] = list(session.get_providers())
         self._session = session
         self._input_name = model_input.name
         self._fixed_batch = fixed_batch
@@ -145,6 +179,34 @@ class OnnxClassifier(ArrayClassifier):
                 f"the ONNX model {self.path} failed on input of shape {inputs.shape}: {exc}"
             ) from exc
         return np.asarray(out)[:n]
+
+
+def _providers(ort: object, device: str | None) -> list[Any]:
+    """onnxruntime's execution providers for a device option (see :class:`OnnxClassifier`).
+
+    Raises:
+        ConfigError: CUDA asked for and its provider is not installed, or a device
+            other than auto, cpu, cuda or cuda:N.
+    """
+    text = (device or "cpu").strip().lower()
+    available = list(ort.get_available_providers())  # type: ignore[attr-defined]
+    has_cuda = "CUDAExecutionProvider" in available
+    if text == "auto":
+        text = "cuda" if has_cuda and torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return ["CPUExecutionProvider"]
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if match is None:
+        raise ConfigError(
+            f"device {device} (--device): ONNX models run on auto, cpu, cuda or cuda:N"
+        )
+    if not has_cuda:
+        raise ConfigError(
+            f"device {text} (--device): onnxruntime has no CUDAExecutionProvider here "
+            f"(it has {', '.join(available)}); install onnxruntime-gpu, or use --device cpu"
+        )
+    cuda = ("CUDAExecutionProvider", {"device_id": int(match.group(1) or 0)})
+    return [cuda, "CPUExecutionProvider"]
 
 
 def _image_shape(dims: list[object], spec: InputSpec, path: Path) -> tuple[int, int, int] | None:

@@ -11,6 +11,7 @@ from torch import nn
 from pixelguard.errors import ConfigError, ModelError
 from pixelguard.models.base import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_MEMORY,
     ArrayClassifier,
     Capabilities,
     InputSpec,
@@ -18,6 +19,7 @@ from pixelguard.models.base import (
     differentiable_scores,
     log_probabilities,
     one_tensor,
+    resolve_device,
 )
 
 
@@ -37,8 +39,12 @@ class TorchClassifier(ArrayClassifier):
             default: NCHW float32 in [0, 1].
         output: what the module returns (``"logits"``, ``"probabilities"``,
             ``"labels"``), or None to detect it from a probe batch.
-        batch_size: most images per forward pass.
-        device: where to run the module, e.g. ``"cuda:0"``; default: where it is.
+        batch_size: most images per forward pass (``load_model(batch_size="auto")``
+            measures the fastest).
+        device: where to run the module: ``"cpu"``, ``"cuda"``, ``"cuda:0"``, or
+            ``"auto"`` (the GPU when torch sees one); default: where it is.
+        max_memory: bytes of input and activations one forward pass may hold; attacks
+            also size their candidate batches by it.
 
     Shape:
         predict: x (N, C, H, W) float32 in [0, 1] -> (N, K) float32 scores of kind
@@ -47,7 +53,8 @@ class TorchClassifier(ArrayClassifier):
         respect to x; log-probabilities when the module outputs probabilities.
 
     Raises:
-        ConfigError: ``module`` is not a torch module, or a bad shape/batch size.
+        ConfigError: ``module`` is not a torch module, a bad shape/batch size, or a
+            device this machine does not have.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
@@ -64,6 +71,7 @@ class TorchClassifier(ArrayClassifier):
         output: OutputKind | str | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         device: str | torch.device | None = None,
+        max_memory: int = DEFAULT_MAX_MEMORY,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ConfigError(
@@ -76,10 +84,12 @@ class TorchClassifier(ArrayClassifier):
             output=output,
             batch_size=batch_size,
             gradients=True,
+            max_memory=max_memory,
         )
-        if device is not None:
-            module.to(device)
-            self.device = torch.device(device)
+        resolved = resolve_device(device)
+        if resolved is not None:
+            module.to(resolved)
+            self.device = torch.device(resolved)
         else:
             self.device = _module_device(module)
         module.eval()

@@ -18,7 +18,12 @@ import torch
 
 from pixelguard.checks import check_images
 from pixelguard.errors import ConfigError, ModelError, ShapeError
-from pixelguard.models.base import Capabilities, OutputKind, detect_output_kind
+from pixelguard.models.base import (
+    DEFAULT_MAX_MEMORY,
+    Capabilities,
+    OutputKind,
+    detect_output_kind,
+)
 from pixelguard.models.http.budget import WireBudget, WireStats
 from pixelguard.models.http.cache import ScoreCache, endpoint_fingerprint
 from pixelguard.models.http.codec import Codec
@@ -38,6 +43,10 @@ class HttpClassifier:
             that would exceed either raises :class:`QueryBudgetExceeded` before it is
             sent. Failed requests are charged only when ``config.failed_requests_count``;
             any 2xx reply is charged, even a malformed one.
+
+    Attributes:
+        max_memory: bytes an attack may hold in candidate images at once for this
+            endpoint (its batch size is the config's, never measured).
 
     Shape:
         predict: x (N, C, H, W) float32 in [0, 1] -> scores (N, K) float32, same device.
@@ -64,6 +73,7 @@ class HttpClassifier:
         if not isinstance(config, EndpointConfig):
             raise ConfigError(f"config must be an EndpointConfig, got {type(config).__name__}")
         self.config = config
+        self.max_memory: int = DEFAULT_MAX_MEMORY
         self._budget = WireBudget(max_requests, max_images)
         self._stats = WireStats()
         self._transport = Transport(config, self._budget, self._stats)

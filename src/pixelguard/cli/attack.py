@@ -127,7 +127,9 @@ def attack(
     )
     dataset = data_options.load(data).sample(limit, seed)
     classifier, defense_info = opt.load_classifier(model, model_options, dataset, defense)
-    target_class = opt.resolve_target(target, dataset.class_names)
+    _check_class_names(data_options.class_names, dataset.class_names, classifier.num_classes)
+    target_class = opt.resolve_target(target, dataset.class_names, classifier.num_classes)
+    search = attack_options.single_pixel_search_text(attack_config, classifier.input_shape)
     checkpoint = out / opt.CHECKPOINT_FOLDER
     with (
         bars.resume_hint(checkpoint, "chunks"),
@@ -152,6 +154,27 @@ def attack(
     )
     if json_output:
         summary = {**run.summary(), "files": [str(p) for p in reports.paths()]}
+        if search is not None:
+            summary["single_pixel_search"] = search
         typer.echo(json.dumps(summary, indent=2))
     else:
         echo_summary(run, dataset.source, reports.paths())
+        if search is not None:
+            typer.echo(search)
+
+
+def _check_class_names(option: str | None, names: list[str] | None, num_classes: int) -> None:
+    """With ``--class-names``, one name per class of the model, and a names file whose
+    line ``i`` names class ``i`` (no blank line that would shift the indices).
+
+    Raises:
+        ConfigError: a names file with a blank line between names, or a number of
+            names other than the model's number of classes.
+    """
+    if option is None or names is None:
+        return
+    from pixelguard.data.class_names import check_class_count, read_class_names
+
+    if Path(option).expanduser().is_file():
+        read_class_names(option, what="--class-names")
+    check_class_count(names, num_classes, what=f"--class-names {option}")

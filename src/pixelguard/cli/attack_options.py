@@ -156,3 +156,39 @@ def attack_settings_lines(name: str) -> list[str]:
         default = "-" if f.default is dataclasses.MISSING else repr(f.default)
         lines.append(f"{f.name:<{width}} = {default}{note}")
     return lines
+
+
+def single_pixel_search_text(attack: Attack, shape: tuple[int, int, int]) -> str | None:
+    """Which one-pixel search ``attack`` runs on images of ``shape`` (C, H, W), and why.
+
+    The exact corner scan costs ``2**C * H * W`` queries per image
+    (:func:`~pixelguard.attacks.corner_search.corner_search_cost`: 128 on 8x8 digits,
+    401,408 at 3x224x224). sparse-rs at one pixel runs it when its budget (``budget``,
+    else ``steps``) covers that, else sparse random search; min-pixels starts with it
+    when it costs at most a quarter of its budget. E.g. ``"k=1: exact corner scan (128
+    queries at 1x8x8)"``. None for other attacks and for sparse-rs above one pixel.
+    """
+    from pixelguard.attacks.corner_search import corner_search_cost
+
+    cost = corner_search_cost(shape)
+    at = f"{cost:,} queries at {'x'.join(str(v) for v in shape)}"
+    if attack.name == "sparse-rs" and getattr(attack, "pixels", None) == 1:
+        if not getattr(attack, "exact_single_pixel", True):
+            return f"k=1: sparse random search (exact_single_pixel=False; the exact scan is {at})"
+        budget = attack.budget
+        allowed = int(budget if budget is not None else getattr(attack, "steps", 0))
+        if allowed >= cost:
+            return f"k=1: exact corner scan ({at})"
+        return (
+            f"k=1: sparse random search (the exact corner scan needs {at}, "
+            f"over the budget of {allowed:,})"
+        )
+    if attack.name == "min-pixels":
+        total = attack.budget or 0
+        if cost <= total // 4:
+            return f"1 pixel first: exact corner scan ({at}, within a quarter of the budget)"
+        return (
+            f"1 pixel first: sparse random search (the exact corner scan needs {at}, "
+            f"over a quarter of the budget of {total:,})"
+        )
+    return None

@@ -169,14 +169,11 @@ class LargestCall(ClassifierWrapper):
         return self.model.predict(x)
 
 
-@pytest.mark.xfail(
-    reason="issue 13: the attacks do not size their candidate batches to max_memory yet",
-    strict=False,
-)
 @pytest.mark.parametrize(
     ("name", "settings"),
     [
         ("sparse-rs", {"pixels": 2, "steps": 100, "min_batch": 64}),
+        ("sparse-bayes", {"pixels": 2, "steps": 100}),
         ("pixel-de", {"pixels": 2, "population": 40, "generations": 3}),
     ],
 )

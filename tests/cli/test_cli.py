@@ -15,7 +15,7 @@ from pixelguard.report import SCHEMA_VERSION
 
 MODEL = ["--input-shape", "1,8,8"]
 TINY = ["--iterations", "30", "--limit", "5", "--quiet"]
-"""Options that keep a CLI run of the default attack (sparse-rs) well under a second."""
+"""Options that keep a CLI run of the default attack (sparse-bayes) well under a second."""
 
 
 def _attack(model, out, *extra):
@@ -36,7 +36,7 @@ def test_attack_writes_the_reports_and_prints_a_table(cli, model_factory, tmp_pa
         assert (tmp_path / "run" / name).is_file()
     data = json.loads((tmp_path / "run" / "results.json").read_text())
     assert data["schema_version"] == SCHEMA_VERSION
-    assert data["attack"]["name"] == "sparse-rs"
+    assert data["attack"]["name"] == "sparse-bayes"
     assert data["attack"]["params"]["pixels"] == 3 and data["attack"]["params"]["steps"] == 30
     assert 1 <= data["n_attacked"] <= 5 and len(data["images"]) == data["n_attacked"]
     assert data["model"]["spec"] == model_factory
@@ -51,13 +51,13 @@ def test_attack_json_prints_the_summary(cli, model_factory, tmp_path):
     result = cli(*_attack(model_factory, tmp_path, "--json"))
     summary = json.loads(result.stdout)
     assert 1 <= summary["n_attacked"] <= 5 and 0.0 <= summary["success_rate"] <= 1.0
-    assert summary["attack"] == "sparse-rs" and len(summary["files"]) == 3
+    assert summary["attack"] == "sparse-bayes" and len(summary["files"]) == 3
 
 
 def test_attack_passes_generic_params(cli, model_factory, tmp_path):
-    cli(*_attack(model_factory, tmp_path, "--param", "p_init=0.5", "--param", "min_batch=8"))
+    cli(*_attack(model_factory, tmp_path, "--param", "p_init=0.5", "--param", "local=0.25"))
     params = json.loads((tmp_path / "results.json").read_text())["attack"]["params"]
-    assert params["p_init"] == 0.5 and params["min_batch"] == 8
+    assert params["p_init"] == 0.5 and params["local"] == 0.25
 
 
 def test_targeted_attack_by_class_name(cli, model_factory, tmp_path):
@@ -125,7 +125,7 @@ def bad_files(tmp_path, digits):
         ({"--target": "cat"}, ["--target must be a class number or name"]),
         ({"--input-shape": "1,8"}, ["--input-shape must be C,H,W"]),
         ({"--param": "steps"}, ["--param must be key=value"]),
-        ({"--param": "mutation=3"}, ["sparse-rs has no option mutation"]),
+        ({"--param": "mutation=3"}, ["sparse-bayes has no option mutation"]),
         ({"--pixels": "0"}, ["pixels must be at least 1"]),
         ({"--split": "validation"}, ["split must be one of"]),
         ({"--layout": "chw"}, ["layout must be"]),

@@ -27,12 +27,12 @@ def _one_line_error(result, *fragments: str) -> str:
     return err
 
 
-def test_the_default_attack_is_sparse_rs_with_the_exact_one_pixel_scan(
+def test_the_default_attack_is_sparse_bayes_with_the_exact_one_pixel_scan(
     cli, model_factory, tmp_path
 ):
     cli("attack", "--model", model_factory, "--data", "digits", "--out", tmp_path, *FAST)
     data = _results(tmp_path)
-    assert data["attack"]["name"] == "sparse-rs" and data["attack"]["params"]["pixels"] == 1
+    assert data["attack"]["name"] == "sparse-bayes" and data["attack"]["params"]["pixels"] == 1
     # The exact scan of every position at both corners of a grey 8x8 image: 128 queries.
     cost = corner_search_cost((1, 8, 8))
     assert cost == 128
@@ -147,7 +147,7 @@ def test_a_setting_the_attack_lacks_is_refused_by_name(cli, model_factory, tmp_p
         tmp_path,
         code=2,
     )
-    _one_line_error(result, "sparse-rs has no step setting", "--step")
+    _one_line_error(result, "sparse-bayes has no step setting", "--step")
     result = cli(
         "attack",
         "--model",

@@ -162,7 +162,7 @@ def test_detect_strip_against_a_trigger(cli, tmp_path, backdoored_digits):
     assert "adaptive detection" in result.stdout
     report = json.loads((out / "detection.json").read_text())
     assert report["attack"]["params"] == {"trigger": trigger, "target": 7}
-    assert report["attack"]["adaptive"]["name"] == "sparse-rs"
+    assert report["attack"]["adaptive"]["name"] == "sparse-bayes"
     assert report["auroc"] > 0.7
     point = report["operating_points"][0]
     assert point["detection_rate"] > 0.15

@@ -19,6 +19,7 @@ from pixelguard.attacks.label_only import LabelOnly
 from pixelguard.attacks.min_pixels import MinPixels
 from pixelguard.attacks.pgd import PGD
 from pixelguard.attacks.pixel_de import PixelDE
+from pixelguard.attacks.sparse_bayes import SparseBayes
 from pixelguard.attacks.sparse_pgd import SparsePGD
 from pixelguard.attacks.sparse_rs import SparseRS
 
@@ -38,6 +39,7 @@ __all__ = [
     "ProgressCallback",
     "create_attack",
     "list_attacks",
+    "SparseBayes",
     "SparsePGD",
     "SparseRS",
     "register_attack",

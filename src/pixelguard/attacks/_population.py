@@ -12,10 +12,7 @@ from collections.abc import Callable
 import torch
 
 from pixelguard.attacks.base import AttackState, fools
-from pixelguard.models.base import OutputKind, log_probabilities, probabilities
-
-_MAX_ELEMENTS_PER_CALL = 1 << 25
-"""Most pixel values materialised at once when scoring candidates (128 MiB of float32)."""
+from pixelguard.models.base import OutputKind, log_probabilities, memory_budget, probabilities
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 """``loss(scores, label, target) -> (M,)``: lower is better, negative when fooled."""
@@ -52,14 +49,15 @@ def score_candidates(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Query every candidate once (charged to its owner) and return its loss and success.
 
-    Candidates are materialised in memory-bounded groups; the model adapter chunks
-    each group further to its batch size.
+    Candidates are materialised in groups that fit the model's memory budget
+    (:func:`~pixelguard.models.base.memory_budget`); the model adapter chunks each
+    group further to its batch size.
 
     Shape:
         owner: (M,); positions: (M, k); values: (M, k, C) -> loss (M,), fooled (M,) bool.
     """
     x = state.x
-    group = max(1, _MAX_ELEMENTS_PER_CALL // x[0].numel())
+    group = max(1, memory_budget(state.model) // (x[0].numel() * x.element_size()))
     losses, fooled = [], []
     for lo in range(0, owner.shape[0], group):
         part = owner[lo : lo + group]

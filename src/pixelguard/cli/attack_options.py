@@ -15,7 +15,7 @@ from pixelguard.parsing import parse_key_values
 if TYPE_CHECKING:
     from pixelguard.attacks.base import Attack
 
-DEFAULT_ATTACK = "sparse-rs"
+DEFAULT_ATTACK = "sparse-bayes"
 AUTO_PIXELS_ATTACK = "min-pixels"
 
 
@@ -163,16 +163,16 @@ def single_pixel_search_text(attack: Attack, shape: tuple[int, int, int]) -> str
 
     The exact corner scan costs ``2**C * H * W`` queries per image
     (:func:`~pixelguard.attacks.corner_search.corner_search_cost`: 128 on 8x8 digits,
-    401,408 at 3x224x224). sparse-rs at one pixel runs it when its budget (``budget``,
-    else ``steps``) covers that, else sparse random search; min-pixels starts with it
+    401,408 at 3x224x224). sparse-bayes and sparse-rs at one pixel run it when their
+    budget (``budget``, else ``steps``) covers that, else their sparse search; min-pixels starts with it
     when it costs at most a quarter of its budget. E.g. ``"k=1: exact corner scan (128
-    queries at 1x8x8)"``. None for other attacks and for sparse-rs above one pixel.
+    queries at 1x8x8)"``. None for other attacks and for those two above one pixel.
     """
     from pixelguard.attacks.corner_search import corner_search_cost
 
     cost = corner_search_cost(shape)
     at = f"{cost:,} queries at {'x'.join(str(v) for v in shape)}"
-    if attack.name == "sparse-rs" and getattr(attack, "pixels", None) == 1:
+    if hasattr(attack, "exact_single_pixel") and getattr(attack, "pixels", None) == 1:
         if not getattr(attack, "exact_single_pixel", True):
             return f"k=1: sparse random search (exact_single_pixel=False; the exact scan is {at})"
         budget = attack.budget

@@ -1,0 +1,123 @@
+"""Bayesian sparse search: its proposals, and that it fools with fewer queries than Sparse-RS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pixelguard.attacks import SparseBayes, SparseRS, create_attack
+from pixelguard.attacks._population import corner_table
+from pixelguard.attacks.sparse_bayes import (
+    PositionPosterior,
+    far_corners,
+    gumbel_top_k,
+    neighbours_of,
+)
+from pixelguard.errors import ConfigError
+from pixelguard.testing import check_attack_result
+
+
+@pytest.fixture(scope="module")
+def batch(correct_digits):
+    x, y = correct_digits
+    return x[:40], y[:40]
+
+
+def test_gumbel_top_k_draws_distinct_positions_by_weight() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.zeros(2000, 10)
+    weights[:, 0] = 3.0  # e^3 = 20 times as likely as each other column
+    weights[:, 9] = float("-inf")
+    drawn = gumbel_top_k(generator, weights, 3)
+    assert all(len(set(row.tolist())) == 3 for row in drawn)
+    assert not bool((drawn == 9).any()), "a position of weight 0 is never drawn"
+    first = (drawn[:, 0] == 0).float().mean()
+    assert 0.65 < float(first) < 0.85  # exactly 20 / 28 = 0.714
+
+
+def test_neighbours_lie_within_the_radius_and_repeat_nothing() -> None:
+    generator = torch.Generator().manual_seed(1)
+    rows, k, h, w = 500, 6, 12, 12
+    kept = torch.rand(rows, h * w, generator=generator).topk(k, dim=1).indices
+    fallback = torch.rand(rows, h * w, generator=generator).scatter(1, kept, -1.0)
+    fallback = fallback.topk(3, dim=1).indices
+    moved = neighbours_of(generator, kept, kept, fallback, 1.0, 1, (h, w))
+    assert not bool((moved.unsqueeze(2) == kept.unsqueeze(1)).any()), "a kept pixel is re-drawn"
+    assert all(len(set(row.tolist())) == 3 for row in moved)
+    local = moved != fallback
+    assert float(local.float().mean()) > 0.5
+    near = (moved.unsqueeze(2) // w - kept.unsqueeze(1) // w).abs().le(1) & (
+        moved.unsqueeze(2) % w - kept.unsqueeze(1) % w
+    ).abs().le(1)
+    assert bool(near.any(dim=2)[local].all()), "a local move lands next to a kept pixel"
+    never = neighbours_of(generator, kept, kept, fallback, 0.0, 1, (h, w))
+    assert torch.equal(never, fallback)
+
+
+def test_far_corners_prefer_the_opposite_colour() -> None:
+    generator = torch.Generator().manual_seed(2)
+    corners = corner_table(3)
+    colours = torch.tensor([0.1, 0.9, 0.2]).expand(1000, 1, 3)
+    drawn = far_corners(generator, colours, corners, bias=3.0)
+    opposite = int(((1 - colours[0, 0]).round() * torch.tensor([1, 2, 4])).sum())
+    share = float((drawn == opposite).float().mean())
+    assert share > 0.3, f"the farthest corner is drawn {share:.0%} of the time"
+    uniform = far_corners(generator, colours, corners, bias=0.0)
+    assert len(set(uniform.flatten().tolist())) == 8
+
+
+def test_the_posterior_favours_positions_that_improved_the_loss() -> None:
+    posterior = PositionPosterior.empty(2, 5, strength=2.0, shared=True, device=torch.device("cpu"))
+    rows = torch.tensor([0, 0, 0])
+    added = torch.tensor([[1], [1], [2]])
+    removed = torch.tensor([[3], [3], [4]])
+    posterior.update(rows, added, removed, torch.tensor([True, True, False]))
+    own = posterior.log_mean(torch.tensor([0]))[0]
+    assert int(own.argmax()) == 1 and own[2] < own[0] and own[3] < own[0]
+    other = posterior.log_mean(torch.tensor([1]))[0]
+    assert int(other.argmax()) == 1, "the pooled prior carries image 0's evidence to image 1"
+
+
+@pytest.mark.parametrize("pixels", [2, 5])
+def test_successes_are_verified_within_budget_on_corner_colours(digits_model, batch, pixels):
+    x, y = batch
+    result = SparseBayes(pixels=pixels, budget=300, seed=0).run(digits_model, x, y)
+    check_attack_result(result, digits_model, x, max_pixels=pixels, budget=300)
+    assert result.success_rate > 0.5
+    changed = (result.x_adv - x).abs() > 0
+    assert bool(((result.x_adv[changed] == 0) | (result.x_adv[changed] == 1)).all())
+
+
+def test_targeted_and_deterministic(digits_model, batch):
+    x, y = batch
+    target = (y + 3) % 10
+    a = SparseBayes(pixels=8, budget=300, seed=5).run(digits_model, x, y, target=target)
+    b = SparseBayes(pixels=8, budget=300, seed=5).run(digits_model, x, y, target=target)
+    check_attack_result(a, digits_model, x, max_pixels=8, budget=300)
+    assert bool(a.success.any()) and bool((a.pred_after[a.success] == target[a.success]).all())
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+
+
+def test_single_pixel_runs_the_exact_scan_when_the_budget_covers_it(digits_model, batch):
+    x, y = batch
+    bayes = SparseBayes(pixels=1, budget=128).run(digits_model, x, y)
+    rs = SparseRS(pixels=1, budget=128).run(digits_model, x, y)
+    assert torch.equal(bayes.success, rs.success)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fools_as_many_as_sparse_rs_with_fewer_queries(digits_model, batch, seed):
+    """Measured on these 40 digits at k = 3 and 200 queries (seeds 0-6): equal or more
+    images fooled, and 10-40% fewer queries in all (a failure counts the budget)."""
+    x, y = batch
+    bayes = SparseBayes(pixels=3, budget=200, seed=seed).run(digits_model, x, y)
+    rs = SparseRS(pixels=3, steps=199, budget=200, seed=seed, min_batch=1).run(digits_model, x, y)
+    assert int(bayes.success.sum()) >= int(rs.success.sum()) - 1
+    assert int(bayes.queries.sum()) < 0.95 * int(rs.queries.sum())
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="local"):
+        create_attack("sparse-bayes", local=1.5)
+    with pytest.raises(ConfigError, match="prior_strength"):
+        create_attack("sparse-bayes", prior_strength=0)

@@ -5,13 +5,16 @@ The models and attacked images come from the DE benchmark's ``build_task`` (in
 (``bench-out/models``, keyed by training data, architecture, epochs and seed) and draws
 its images the same way. What lives here is what the L0 benchmarks add: the strict
 pixel count, the success check by a fresh forward pass, summary statistics, the
-"fooled within q queries" curves, and the per-run record.
+"fooled within q queries" curves (as tables at :data:`QUERY_GRID` and as plots), the
+query comparisons over the images both attacks fooled, and the per-run record.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,9 @@ from pixelguard.metrics.distances import l0_pixels
 
 L0_TOLERANCE = 1e-6
 """A pixel counts as changed when any of its channels moves by more than this."""
+
+QUERY_GRID = (100, 300, 1_000, 3_000, 10_000)
+"""Query counts at which the tables give the fraction of images fooled."""
 
 
 @dataclass
@@ -94,6 +100,77 @@ def joint_median_queries(*runs: dict[str, Any]) -> tuple[int, list[float | None]
     success = np.logical_and.reduce([np.asarray(r["per_image"]["success"], bool) for r in runs])
     medians = [median(np.asarray(r["per_image"]["queries"], dtype=float)[success]) for r in runs]
     return int(success.sum()), medians
+
+
+def grid_up_to(budget: int, grid: Sequence[int] = QUERY_GRID) -> list[int]:
+    """The points of ``grid`` a run with ``budget`` queries per image can reach."""
+    return [q for q in grid if q <= budget]
+
+
+def fooled_at(run: dict[str, Any], grid: Sequence[int]) -> np.ndarray:
+    """A record's fraction of images fooled within each ``q`` of ``grid`` (its ``per_image``)."""
+    return fooled_within(
+        np.asarray(run["per_image"]["queries"], dtype=float),
+        np.asarray(run["per_image"]["success"], dtype=bool),
+        np.asarray(grid, dtype=float),
+    )
+
+
+def pool_runs(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs (e.g. seeds) as one record over their (image, run) pairs.
+
+    Pool two attacks' runs in the same order (seed 0 with seed 0, ...) and
+    :func:`joint_median_queries` compares them over the pairs both fooled.
+    """
+    return {
+        "per_image": {
+            key: [v for r in runs for v in r["per_image"][key]] for key in ("success", "queries")
+        }
+    }
+
+
+def compare_queries(ours: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Median queries of two records over the images both fooled, and other / ours.
+
+    A ratio above 1 means ``ours`` needed fewer queries on those images.
+    """
+    both, (q_ours, q_other) = joint_median_queries(ours, other)
+    ratio = round(q_other / q_ours, 2) if q_ours and q_other is not None else None
+    return {"both_fooled": both, "median_ours": q_ours, "median_other": q_other, "ratio": ratio}
+
+
+def plot_success_curves(
+    series: Sequence[dict[str, Any]], path: Path, title: str, ylabel: str, max_queries: int
+) -> None:
+    """Fraction fooled against queries (log x), one step line per entry of ``series``.
+
+    Each entry holds ``queries`` and ``success`` (per image) and ``label``; optional
+    ``color``, ``linestyle``, ``alpha`` go to matplotlib (a ``label`` of None is not
+    listed in the legend).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = query_grid(int(max_queries * 1.25))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for s in series:
+        curve = fooled_within(np.asarray(s["queries"]), np.asarray(s["success"], bool), grid)
+        style = {key: s[key] for key in ("color", "linestyle", "alpha") if key in s}
+        ax.step(grid, 100 * curve, where="post", label=s["label"], **style)
+    ax.axvline(max_queries, color="0.5", linewidth=0.8, linestyle=":")  # the budget
+    ax.set_xscale("log")
+    ax.set_xlim(1, max_queries * 1.25)  # room to see steps at the budget itself
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("queries per image (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def query_grid(max_queries: int, points: int = 200) -> np.ndarray:

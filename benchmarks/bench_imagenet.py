@@ -9,15 +9,21 @@ images), centre-cropped (and a few offset crops) and resized to 224 x 224; an im
 attacked only when the model's top class is one of the classes a person would call
 right for that photo (listed in :data:`PHOTOS`), and its label is that top class.
 
-For each attack (pixelguard's by registry name, and ART's PixelAttack as the peer with
-an L0 bound) on the same images at the same k and budget: successes re-verified by a
-fresh forward pass of the bare module and a strict pixel count, the fraction fooled
-within q queries, the median queries over the images *every* attack fooled, and the
-wall-time overhead: attack time over the model's own time for the queries spent, at
-the batch size where the model is fastest (measured here, before and after).
+For each attack (pixelguard's by registry name, by default ``sparse-bayes`` and
+``sparse-rs`` with ``min_batch=1``, one proposal per image per step as in the paper,
+each once per ``--seeds``; and ART's PixelAttack as the peer with an L0 bound, once)
+on the same images at the same k and budget: successes re-verified by a fresh forward
+pass of the bare module and a strict pixel count, the fraction fooled within q
+queries (q = 100, 300, 1,000, 3,000, 10,000 up to the budget), the median queries
+over the images *every* compared run fooled, sparse-bayes against sparse-rs (same
+seed) and against ART over the images both fooled (``bench_query_curves``' table),
+and the wall-time overhead: attack time over the model's own time for the queries
+spent, at the batch size where the model is fastest (measured here, before and
+after). Written to ``--out``: ``results.json``, ``results.md`` and ``curves.png``.
 
 Example:
-    python benchmarks/bench_imagenet.py --pixels 50 --budget 1000 --attacks sparse-rs
+    python benchmarks/bench_imagenet.py --pixels 50 --budget 1000 --seeds 0,1,2
+    python benchmarks/bench_imagenet.py --n-images 2 --budget 300 --seeds 0  # smoke
 """
 
 from __future__ import annotations
@@ -49,13 +55,13 @@ from _common import (  # noqa: E402
 )
 from _sparse_common import (  # noqa: E402
     AttackOutput,
-    fooled_within,
-    joint_median_queries,
+    plot_success_curves,
     strict_check,
     summarise,
 )
 from bench_pixel import Task  # noqa: E402
-from bench_sparse import run_art_peer  # noqa: E402
+from bench_query_curves import LINESTYLES, analyse_row, render_runs  # noqa: E402
+from bench_sparse import _csv, budget_misfit, run_art_peer  # noqa: E402
 from pixelguard.attacks import create_attack  # noqa: E402
 from pixelguard.models.torch import TorchClassifier  # noqa: E402
 
@@ -80,8 +86,6 @@ PHOTOS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 CROPS = ((0.5, 0.5, 1.0), (0.4, 0.5, 0.85), (0.6, 0.5, 0.85), (0.5, 0.4, 0.85), (0.5, 0.6, 0.85))
 """Square crops as (centre x, centre y, side) in fractions of the shorter side."""
-
-GRID = (100, 300, 1_000, 3_000, 10_000)
 
 
 class Normalised(nn.Module):
@@ -161,9 +165,10 @@ def run_pixelguard(
     """A pixelguard attack by registry name at k pixels and ``budget`` queries per image."""
     settings: dict[str, Any] = {"pixels": k, "budget": budget, "seed": seed}
     if name == "sparse-rs":
-        settings["steps"] = budget - 1
+        settings.update(steps=budget - 1, min_batch=1)  # one proposal per image per step
     attack = create_attack(name, **settings)
     classifier = TorchClassifier(counting, task.input_shape, output="logits", batch_size=batch)
+    classifier.num_classes  # noqa: B018  (its 4-image probe batch, before counting starts)
     counting.reset()
     start = time.perf_counter()
     result = attack.run(classifier, task.x, task.y)
@@ -189,37 +194,44 @@ def overhead(output: AttackOutput, throughput: ThroughputTable) -> dict[str, Any
 
 
 def render(results: dict[str, Any]) -> str:
-    """The success-against-queries table, joint medians and overheads, as Markdown."""
-    runs, budget = results["runs"], results["budget"]
-    grid = [q for q in GRID if q <= budget]
-    both, medians = joint_median_queries(*runs)
+    """The success-against-queries table, joint medians, ratios and overheads, as Markdown."""
     lines = [
         f"`{results['command']}` ({results['started_utc']}, {results['machine']['cpu']}, "
         f"{results['threads']} torch threads, load average {results['load_average_start']} "
         f"/ {results['load_average_end']})",
         "",
-        f"{len(results['task']['photos'])} photos, k = {results['pixels']}, budget {budget:,}; "
-        f"model throughput (images/s by batch size): {results['throughput_before']} before, "
-        f"{results['throughput_after']} after.",
+        f"{len(results['task']['photos'])} photos, k = {results['pixels']}, "
+        f"budget {results['budget']:,}; model throughput (images/s by batch size): "
+        f"{results['throughput_before']} before, {results['throughput_after']} after.",
         "",
-        "| attack | fooled | "
-        + " | ".join(f"fooled within {q:,}" for q in grid)
-        + f" | median queries on the {both} fooled by all | overhead (wall / model at fastest batch) |",
-        "|---|---|" + "---|" * len(grid) + "---|---|",
     ]
-    for r, med in zip(runs, medians):
-        s = r["summary"]
-        curve = fooled_within(
-            np.array(r["per_image"]["queries"]),
-            np.array(r["per_image"]["success"]),
-            np.array(grid),
+    return "\n".join([*lines, *render_runs(results["analysis"], results["skipped"])])
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Fraction fooled against queries, every run (one line per seed)."""
+    runs = results["runs"]
+    colours = {a: f"C{i}" for i, a in enumerate(dict.fromkeys(r["attack"] for r in runs))}
+    series = []
+    for r in runs:
+        seeds = [q["seed"] for q in runs if q["attack"] == r["attack"]]
+        series.append(
+            {
+                "label": f"{r['attack']} (seed {r['seed']})" if len(seeds) > 1 else r["attack"],
+                "queries": r["per_image"]["queries"],
+                "success": r["per_image"]["success"],
+                "color": colours[r["attack"]],
+                "linestyle": LINESTYLES[seeds.index(r["seed"]) % len(LINESTYLES)],
+            }
         )
-        lines.append(
-            f"| {r['attack']} | {s['successes']}/{s['n_images']} | "
-            + " | ".join(f"{v:.0%}" for v in curve)
-            + f" | {'-' if med is None else f'{med:,.0f}'} | {r['overhead']['overhead_ratio']} |"
-        )
-    return "\n".join(lines)
+    plot_success_curves(
+        series,
+        path,
+        title=f"ImageNet (EfficientNet-Lite0), k = {results['pixels']}, "
+        f"{len(results['task']['photos'])} photos",
+        ylabel=f"photos fooled with <= {results['pixels']} px (%)",
+        max_queries=results["budget"],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,11 +240,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--n-images", type=int, default=12)
     parser.add_argument(
-        "--attacks", default="sparse-rs", help="pixelguard attacks, comma-separated"
+        "--attacks",
+        default="sparse-bayes,sparse-rs",
+        help="pixelguard attacks by registry name, comma-separated (default: "
+        "sparse-bayes,sparse-rs)",
     )
     parser.add_argument("--peers", default="art", help="art or none")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default="0", help="seeds of pixelguard's attacks, comma-separated (default 0)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-out/imagenet"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -244,24 +261,39 @@ def main(argv: list[str] | None = None) -> None:
     before = ThroughputTable.measure(task.module, task.input_shape, batch_sizes)
     best = max(before.images_per_second, key=before.images_per_second.get)
     counting = CountingModule(task.module).eval()
-    outputs = [
-        run_pixelguard(a, task, counting, args.pixels, args.budget, args.seed, best)
-        for a in args.attacks.split(",")
-    ]
+    seeds = [int(v) for v in _csv(args.seeds)]
+    outputs: list[tuple[int, AttackOutput]] = []
+    for name in _csv(args.attacks):
+        for seed in seeds:
+            logger.info("%s, seed %d", name, seed)
+            output = run_pixelguard(name, task, counting, args.pixels, args.budget, seed, best)
+            outputs.append((seed, output))
+    skipped: dict[str, str] = {}
     if args.peers == "art":
-        counting.reset()
-        outputs.append(run_art_peer(task, counting, args.pixels, args.budget, args.seed))
+        misfit = budget_misfit("art", task.input_shape, args.pixels, args.budget)
+        if misfit:
+            logger.warning("art not run: %s", misfit)
+            skipped["art"] = misfit
+        else:
+            logger.info("art, seed %d", seeds[0])
+            counting.reset()
+            outputs.append(
+                (seeds[0], run_art_peer(task, counting, args.pixels, args.budget, seeds[0]))
+            )
     after = ThroughputTable.measure(task.module, task.input_shape, batch_sizes)
     fastest = ThroughputTable(
         {b: max(before.images_per_second[b], after.images_per_second[b]) for b in batch_sizes}
     )
     runs = []
-    for output in outputs:
+    for seed, output in outputs:
         check = strict_check(task.module, task.x, task.y, output.x_adv)
         summary = summarise(output, check, args.pixels, args.budget)
         runs.append(
             {
                 "attack": output.attack,
+                "seed": seed,
+                "pixels": args.pixels,
+                "budget": args.budget,
                 "config": output.config,
                 "summary": summary["summary"],
                 "overhead": overhead(output, fastest),
@@ -290,7 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         "throughput_before": before.to_dict(),
         "throughput_after": after.to_dict(),
         "runs": runs,
+        "skipped": skipped,
+        "analysis": analyse_row(runs, seeds),
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(results, args.out / "curves.png")
     write_results(args.out, results, render(results))
 
 

@@ -1,17 +1,26 @@
-"""Sparse (L0) attacks side by side: pixelguard Sparse-RS / corner scan / DE vs the peers.
+"""Sparse (L0) attacks side by side: pixelguard sparse-bayes / Sparse-RS / DE vs the peers.
 
 One process, one model per dataset and the same images for every attack:
 
-- pixelguard ``SparseRS(pixels=k)``: at k=1 with a budget above ``2**C * H * W`` it runs
-  the exact corner scan (``CornerSearch``); for k > 1 sparse random search;
+- pixelguard ``SparseBayes(pixels=k, budget=B)`` (``pg-sparse-bayes``, the default
+  black-box L0 attack) and ``SparseRS(pixels=k, steps=B-1, budget=B, min_batch=1)``
+  (``pg-sparse-rs``: one proposal per image per step, the paper's algorithm;
+  ``pg-sparse-rs-batched`` is the library default ``min_batch=64``, which lets the
+  last few images propose several candidates per step). At k=1 with a budget above
+  ``2**C * H * W`` both run the exact corner scan; for k > 1 their searches;
 - pixelguard ``PixelDE(pixels=k)``, population 400;
 - ART ``PixelAttack`` (es=1 differential evolution, th=k, its fixed ~400 population,
   ``max_iter`` set for the budget: 100 at the paper budget of 40,400 queries);
 - torchattacks ``OnePixel`` with ``popsize=400`` as the per-parameter multiplier, so its
   real population is about 400 (``steps`` set for the budget: 100 at 40,400);
-- torchattacks ``Pixle`` (defaults) and foolbox ``SaltAndPepperNoiseAttack`` (defaults):
-  neither controls L0, so each runs once per dataset and, for every k, counts as a
-  success only where it changed at most k pixels.
+- torchattacks ``Pixle`` (defaults: 20 restarts x 10 iterations, at most 401 queries;
+  fewer restarts when the budget is smaller) and foolbox ``SaltAndPepperNoiseAttack``
+  (1,000 steps, or budget - 2 when smaller): neither controls L0, so each runs once
+  per dataset and, for every k, counts as a success only where it changed at most k
+  pixels.
+
+An attack whose smallest run does not fit the budget (a DE population of about 400
+above a budget of 300) is left out, and the log says so (:func:`budget_misfit`).
 
 Every success is re-verified here: a fresh forward pass on the returned image gives a
 label other than the true one, the image lies in [0, 1], *and* at most k pixels
@@ -53,21 +62,23 @@ from _common import (  # noqa: E402
 from _sparse_common import (  # noqa: E402
     L0_TOLERANCE,
     AttackOutput,
-    fooled_within,
     joint_median_queries,
-    query_grid,
+    plot_success_curves,
     strict_check,
     summarise,
 )
 from bench_pixel import (  # noqa: E402
+    POPULATION,
     SHARED_DATASETS,
     Task,
     build_task,
+    de_population,
     run_art,
     run_pixelguard,
     run_torchattacks,
 )
-from pixelguard.attacks import SparseRS  # noqa: E402
+from pixelguard.attacks import SparseBayes, SparseRS  # noqa: E402
+from pixelguard.attacks.base import Attack  # noqa: E402
 from pixelguard.attacks.corner_search import corner_search_cost  # noqa: E402
 from pixelguard.models.torch import TorchClassifier  # noqa: E402
 
@@ -81,7 +92,9 @@ DEFAULT_BUDGETS = {"digits": PAPER_BUDGET, "mnist": 400 * 11, "cifar10": 10_000}
 """Queries per image: the paper's on digits (ART's default max_iter=100, OnePixel 100
 steps); 10 generations on MNIST, where every query costs a full CNN pass; on CIFAR-10
 10,000, just above the 8,192 candidates of the exact one-pixel corner scan."""
-PIXELGUARD = ("pg-sparse-rs", "pg-de")
+SPARSE_SEARCH = ("pg-sparse-bayes", "pg-sparse-rs", "pg-sparse-rs-batched")
+"""pixelguard's sparse searches (``--sparse-rs-budget`` applies to them)."""
+PIXELGUARD = (*SPARSE_SEARCH, "pg-de")
 PER_K_PEERS = ("art", "onepixel")
 ANY_L0_PEERS = ("pixle", "saltpepper")
 """Peers that do not control L0: run once per dataset, judged within each k."""
@@ -98,12 +111,12 @@ def _from_pixel_run(name: str, run: Any) -> AttackOutput:
     return AttackOutput(name, run.config, run.x_adv, run.queries, run.wall_seconds, notes)
 
 
-def run_sparse_rs(
-    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+def run_pixelguard_sparse(
+    name: str, attack: Attack, task: Task, counting: CountingModule, k: int, budget: int
 ) -> AttackOutput:
-    """pixelguard SparseRS on the whole batch (the corner scan at k=1, as it chooses)."""
-    attack = SparseRS(pixels=k, steps=budget - 1, budget=budget, seed=seed)
+    """A pixelguard sparse attack on the whole batch; its counts checked against the wrapper."""
     classifier = TorchClassifier(counting, task.input_shape, output="logits")
+    classifier.num_classes  # noqa: B018  (its 4-image probe batch, before counting starts)
     counting.reset()
     start = time.perf_counter()
     result = attack.run(classifier, task.x, task.y)
@@ -119,7 +132,31 @@ def run_sparse_rs(
         "wrapper_images_minus_reported": forward.images - int(queries.sum()) - 2 * n,
         "forward": forward.to_dict(),
     }
-    return AttackOutput("pg-sparse-rs", attack.to_dict(), result.x_adv, queries, wall, notes)
+    return AttackOutput(name, attack.to_dict(), result.x_adv, queries, wall, notes)
+
+
+def run_sparse_rs(
+    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+) -> AttackOutput:
+    """pixelguard SparseRS, one proposal per image per step (``min_batch=1``, the paper's)."""
+    attack = SparseRS(pixels=k, steps=budget - 1, budget=budget, seed=seed, min_batch=1)
+    return run_pixelguard_sparse("pg-sparse-rs", attack, task, counting, k, budget)
+
+
+def run_sparse_rs_batched(
+    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+) -> AttackOutput:
+    """pixelguard SparseRS with the library's default ``min_batch`` (64)."""
+    attack = SparseRS(pixels=k, steps=budget - 1, budget=budget, seed=seed)
+    return run_pixelguard_sparse("pg-sparse-rs-batched", attack, task, counting, k, budget)
+
+
+def run_sparse_bayes(
+    task: Task, counting: CountingModule, k: int, budget: int, seed: int
+) -> AttackOutput:
+    """pixelguard SparseBayes (its steps follow ``min(steps, budget - 1)`` by themselves)."""
+    attack = SparseBayes(pixels=k, budget=budget, seed=seed)
+    return run_pixelguard_sparse("pg-sparse-bayes", attack, task, counting, k, budget)
 
 
 def run_de(task: Task, counting: CountingModule, k: int, budget: int, seed: int) -> AttackOutput:
@@ -160,15 +197,32 @@ def _one_image_at_a_time(
     return torch.cat(advs), np.array(queries, dtype=np.int64), time.perf_counter() - start
 
 
-def run_pixle(task: Task, counting: CountingModule, seed: int) -> AttackOutput:
-    """torchattacks Pixle with its defaults (20 restarts x 10 iterations, 2..10 px patches)."""
+PIXLE_ITERATIONS = 10
+"""Pixle's iterations per restart (its default); each costs two queries."""
+
+
+def pixle_restarts(budget: int) -> int:
+    """Pixle's default 20 restarts, fewer when its worst case (1 + 2 x 10 per restart)
+    would exceed ``budget``."""
+    return min(20, (budget - 1) // (2 * PIXLE_ITERATIONS))
+
+
+def saltpepper_steps(budget: int) -> int:
+    """foolbox's default 1,000 steps, fewer when they (plus 2 checks) exceed ``budget``."""
+    return min(1000, budget - 2)
+
+
+def run_pixle(task: Task, counting: CountingModule, budget: int, seed: int) -> AttackOutput:
+    """torchattacks Pixle with its defaults (20 restarts x 10 iterations, 2..10 px patches),
+    fewer restarts where the budget is smaller (:func:`pixle_restarts`)."""
     import torchattacks
 
     np.random.seed(seed)  # Pixle draws from numpy's global RNG and takes no seed
-    attack = torchattacks.Pixle(counting, restarts=20, max_iterations=10)
+    restarts = pixle_restarts(budget)
+    attack = torchattacks.Pixle(counting, restarts=restarts, max_iterations=PIXLE_ITERATIONS)
     config = {
-        "restarts": 20,
-        "max_iterations": 10,
+        "restarts": restarts,
+        "max_iterations": PIXLE_ITERATIONS,
         "x_dimensions": [2, 10],
         "y_dimensions": [2, 10],
         "pixel_mapping": "random",
@@ -180,13 +234,15 @@ def run_pixle(task: Task, counting: CountingModule, seed: int) -> AttackOutput:
     return AttackOutput("pixle", config, x_adv, queries, wall)
 
 
-def run_saltpepper(task: Task, counting: CountingModule, seed: int) -> AttackOutput:
-    """foolbox SaltAndPepperNoiseAttack (1000 steps, whole batch); queries shared equally."""
+def run_saltpepper(task: Task, counting: CountingModule, budget: int, seed: int) -> AttackOutput:
+    """foolbox SaltAndPepperNoiseAttack (1000 steps, or :func:`saltpepper_steps`; whole
+    batch, no early stop); queries shared equally."""
     import foolbox
 
     torch.manual_seed(seed)  # foolbox draws its noise from torch's global RNG
     fmodel = foolbox.PyTorchModel(counting.eval(), bounds=(0.0, 1.0))
-    attack = foolbox.attacks.SaltAndPepperNoiseAttack(steps=1000)
+    steps = saltpepper_steps(budget)
+    attack = foolbox.attacks.SaltAndPepperNoiseAttack(steps=steps)
     counting.reset()
     start = time.perf_counter()
     x_adv, _, _ = attack(fmodel, task.x, task.y, epsilons=None)
@@ -195,22 +251,43 @@ def run_saltpepper(task: Task, counting: CountingModule, seed: int) -> AttackOut
     n = int(task.x.shape[0])
     # Fully batched with no early stop: every image is in every forward call.
     queries = np.full(n, forward.images // n, dtype=np.int64)
-    config = {"steps": 1000, "across_channels": True}
+    config = {"steps": steps, "across_channels": True}
     return AttackOutput(
         "saltpepper", config, x_adv.detach(), queries, wall, {"forward": forward.to_dict()}
     )
 
 
 PER_K_RUNNERS: dict[str, Callable[[Task, CountingModule, int, int, int], AttackOutput]] = {
+    "pg-sparse-bayes": run_sparse_bayes,
     "pg-sparse-rs": run_sparse_rs,
+    "pg-sparse-rs-batched": run_sparse_rs_batched,
     "pg-de": run_de,
     "art": run_art_peer,
     "onepixel": run_onepixel,
 }
-ANY_L0_RUNNERS: dict[str, Callable[[Task, CountingModule, int], AttackOutput]] = {
+ANY_L0_RUNNERS: dict[str, Callable[[Task, CountingModule, int, int], AttackOutput]] = {
     "pixle": run_pixle,
     "saltpepper": run_saltpepper,
 }
+"""``runner(task, counting_module, budget, seed)``: attacks that do not control L0."""
+
+
+def budget_misfit(name: str, input_shape: Sequence[int], k: int, budget: int) -> str | None:
+    """Why attack ``name`` cannot run within ``budget`` queries per image (None: it can).
+
+    The DE attacks need one whole population (about 400 candidates) and their checks;
+    Pixle at least one restart; salt-and-pepper at least one step.
+    """
+    if name in ("art", "onepixel"):
+        need = de_population(k * (2 + int(input_shape[0])))
+        need += name == "art"  # ART's final check after the initial population
+    else:
+        need = {"pg-de": POPULATION, "pixle": 1 + 2 * PIXLE_ITERATIONS, "saltpepper": 3}.get(
+            name, 1
+        )
+    if budget >= need:
+        return None
+    return f"{name} needs at least {need:,} queries per image (budget {budget:,})"
 
 
 # --------------------------------------------------------------------------- records
@@ -269,9 +346,17 @@ def run_dataset(
             s["seconds_per_image"],
         )
 
+    def fits(name: str, k: int, limit: int) -> bool:
+        misfit = budget_misfit(name, task.input_shape, k, limit)
+        if misfit:
+            logger.warning("%s k=%d: %s not run: %s", task.name, k, name, misfit)
+        return misfit is None
+
     for name in (a for a in attacks if a in ANY_L0_RUNNERS):
+        if not fits(name, 0, budget):
+            continue
         logger.info("%s: %s on %d images (does not control L0; judged per k)", task.name, name, n)
-        output = ANY_L0_RUNNERS[name](task, counting, seed)
+        output = ANY_L0_RUNNERS[name](task, counting, budget, seed)
         check = strict_check(task.module, task.x, task.y, output.x_adv)
         for k in ks:
             records.append(record(task, output, k, budget, check))
@@ -279,10 +364,12 @@ def run_dataset(
     for k in ks:
         for name in (a for a in attacks if a in PER_K_RUNNERS):
             limit = budget
-            if name == "pg-sparse-rs" and sparse_rs_budget:
+            if name in SPARSE_SEARCH and sparse_rs_budget:
                 # At k = 1 the exact corner scan runs whenever its cost is affordable.
                 scan = corner_search_cost(task.input_shape) if k == 1 else 0
                 limit = min(budget, max(sparse_rs_budget, scan))
+            if not fits(name, k, limit):
+                continue
             logger.info("%s k=%d: %s on %d images, budget %d", task.name, k, name, n, limit)
             output = PER_K_RUNNERS[name](task, counting, k, limit, seed)
             check = strict_check(task.module, task.x, task.y, output.x_adv)
@@ -395,37 +482,29 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def plot_curves(results: dict[str, Any], out: Path) -> list[str]:
     """Success rate against queries (log x) per dataset and k: one PNG each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     written = []
     for dataset in results["datasets"]:
         for k in results["pixels"]:
             runs = [r for r in _ordered(results["runs"], dataset) if r["pixels"] == k]
             if not runs:
                 continue
-            top = max(max(r["per_image"]["queries"]) for r in runs)
-            grid = query_grid(top)
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for r in runs:
-                curve = fooled_within(
-                    np.array(r["per_image"]["queries"]), np.array(r["per_image"]["success"]), grid
-                )
-                label = r["attack"] + (" (corner scan)" if r["notes"].get("corner_scan") else "")
-                ax.step(grid, 100 * curve, where="post", label=label)
-            ax.set_xscale("log")
-            ax.set_ylim(-2, 102)
-            ax.set_xlabel("queries per image (log scale)")
-            ax.set_ylabel(f"images fooled with <= {k} px (%)")
-            ax.set_title(f"{dataset}, k = {k}, {runs[0]['summary']['n_images']} images")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
+            scan = " (corner scan)"
+            series = [
+                {
+                    "label": r["attack"] + (scan if r["notes"].get("corner_scan") else ""),
+                    "queries": r["per_image"]["queries"],
+                    "success": r["per_image"]["success"],
+                }
+                for r in runs
+            ]
             path = out / f"success_vs_queries_{dataset}_k{k}.png"
-            fig.tight_layout()
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
+            plot_success_curves(
+                series,
+                path,
+                title=f"{dataset}, k = {k}, {runs[0]['summary']['n_images']} images",
+                ylabel=f"images fooled with <= {k} px (%)",
+                max_queries=max(max(r["per_image"]["queries"]) for r in runs),
+            )
             written.append(str(path))
     return written
 
@@ -548,14 +627,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sparse-rs-budget",
         type=int,
         default=None,
-        help="queries per image for pixelguard's sparse-rs only (default: --budget); e.g. a "
+        help="queries per image for pixelguard's sparse searches only (default: --budget); e.g. a "
         "tenth of the peers' budget, to show it fools more images with far fewer queries "
         "(at k=1 raised to the exact corner scan's cost, 2^C*H*W)",
     )
     parser.add_argument(
         "--attacks",
-        default=",".join((*PIXELGUARD, *ALL_PEERS)),
-        help="comma-separated subset of the attacks (default: all)",
+        default=",".join(a for a in (*PIXELGUARD, *ALL_PEERS) if a != "pg-sparse-rs-batched"),
+        help="comma-separated, from: "
+        + ", ".join((*PIXELGUARD, *ALL_PEERS))
+        + " (default: all but pg-sparse-rs-batched)",
     )
     parser.add_argument(
         "--threads",

@@ -171,6 +171,13 @@ def far_corners(
     return (bias * distance - torch.log(-torch.log(u.clamp_(1e-12, 1 - 1e-7)))).argmax(dim=-1)
 
 
+def local_radius(size: tuple[int, ...]) -> int:
+    """The default neighbourhood of a local move on images of ``size`` (H, W): one pixel
+    up to 48 pixels a side, then a 32nd of the side (7 at 224), so that a move stays as
+    local relative to what the model sees (measured: 7 beat 1 and 3 at 224 pixels)."""
+    return max(1, round(min(size) / 32))
+
+
 def bayesian_sparse_search(
     state: AttackState,
     active: torch.Tensor,
@@ -262,7 +269,8 @@ class SparseBayes(Attack):
             proposal moves shrinks on Sparse-RS's schedule over them.
         p_init: initial fraction of the k pixels a proposal moves (Sparse-RS: 0.3).
         local: probability that a new position is a neighbour of a kept pixel.
-        radius: how far (in rows and columns) such a neighbour may lie.
+        radius: how far (in rows and columns) such a neighbour may lie; None scales it
+            with the image: ``max(1, round(min(H, W) / 32))``, 1 up to 48 pixels, 7 at 224.
         colour_bias: log-weight per unit of squared colour distance when drawing a new
             pixel's corner (0: uniform).
         prior_strength: pseudo-counts of the prior in each image's posterior.
@@ -284,7 +292,7 @@ class SparseBayes(Attack):
     steps: int = 10_000
     p_init: float = 0.3
     local: float = 0.7
-    radius: int = 1
+    radius: int | None = None
     colour_bias: float = 3.0
     prior_strength: float = 2.0
     shared_prior: bool = True
@@ -295,7 +303,7 @@ class SparseBayes(Attack):
         "steps": at_least(1),
         "p_init": between(0, 1, low_open=True),
         "local": between(0, 1),
-        "radius": at_least(1),
+        "radius": at_least(1, optional=True),
         "colour_bias": between(0, 100),
         "prior_strength": positive(),
     }
@@ -318,7 +326,7 @@ class SparseBayes(Attack):
             p_init=self.p_init,
             loss_fn=margin_loss(OutputKind(state.model.capabilities.output), state.reject_class),
             local=self.local,
-            radius=self.radius,
+            radius=self.radius or local_radius(tuple(state.x.shape[2:])),
             colour_bias=self.colour_bias,
             prior_strength=self.prior_strength,
             shared_prior=self.shared_prior,

@@ -40,6 +40,9 @@ def test_public_names() -> None:
             "load_cifar10",
             "download_mnist",
             "download_cifar10",
+            "read_class_names",
+            "nearest_class_names",
+            "resolve_class",
         ]
     )
 

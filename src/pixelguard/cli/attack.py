@@ -164,17 +164,13 @@ def attack(
 
 
 def _check_class_names(option: str | None, names: list[str] | None, num_classes: int) -> None:
-    """With ``--class-names``, one name per class of the model, and a names file whose
-    line ``i`` names class ``i`` (no blank line that would shift the indices).
+    """With ``--class-names``, one name per class of the model.
 
     Raises:
-        ConfigError: a names file with a blank line between names, or a number of
-            names other than the model's number of classes.
+        ConfigError: a number of names other than the model's number of classes.
     """
     if option is None or names is None:
         return
-    from pixelguard.data.class_names import check_class_count, read_class_names
+    from pixelguard.data.class_names import check_class_count
 
-    if Path(option).expanduser().is_file():
-        read_class_names(option, what="--class-names")
     check_class_count(names, num_classes, what=f"--class-names {option}")

@@ -399,17 +399,13 @@ def parse_class_names(text: str) -> list[str]:
     """``--class-names``: a text file with one name per line, or names comma-separated.
 
     Raises:
-        ConfigError: an unreadable file or no names.
+        ConfigError: an unreadable file, a blank line between names, or no names.
     """
-    path = Path(text).expanduser()
-    if path.is_file():
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--class-names: cannot read {path}: {exc}") from exc
-        names = [line.strip() for line in lines if line.strip()]
-    else:
-        names = [part.strip() for part in text.split(",") if part.strip()]
+    from pixelguard.data.class_names import read_class_names
+
+    if Path(text).expanduser().is_file():
+        return read_class_names(text, what="--class-names")
+    names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise ConfigError(f"--class-names names no class: {text!r}")
     return names

@@ -11,6 +11,7 @@ from pathlib import Path
 from pixelguard.data.arrays import load_npy
 from pixelguard.data.base import Dataset, check_limit, check_split
 from pixelguard.data.cifar10 import is_cifar10, load_cifar10
+from pixelguard.data.class_names import nearest_class_names, read_class_names, resolve_class
 from pixelguard.data.convert import check_layout, check_value_range, to_canonical
 from pixelguard.data.digits import load_digits
 from pixelguard.data.download import download_cifar10, download_mnist
@@ -28,6 +29,9 @@ __all__ = [
     "load_image_folder",
     "load_mnist",
     "load_npy",
+    "nearest_class_names",
+    "read_class_names",
+    "resolve_class",
     "to_canonical",
 ]
 

@@ -288,7 +288,7 @@ def test_wrong_image_shape_rejected(stub: Stub) -> None:
 
 
 def test_concurrency_is_bounded(stub: Stub) -> None:
-    m = model(stub, "/single?delay=0.05", concurrency=3)
+    m = model(stub, "/single?delay=0.2", concurrency=3)
     m.predict(images(9))
     assert stub.requests == 9
     assert 1 < stub.max_inflight <= 3

@@ -121,3 +121,20 @@ def test_invalid_settings_are_refused() -> None:
         create_attack("sparse-bayes", local=1.5)
     with pytest.raises(ConfigError, match="prior_strength"):
         create_attack("sparse-bayes", prior_strength=0)
+
+
+def test_a_result_moves_to_the_cpu_whole(digits_model, batch):
+    x, y = batch
+    result = SparseBayes(pixels=2, budget=20).run(digits_model, x[:4], y[:4])
+    assert result.cpu() is result, "a CPU result is returned as it is"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_attack_dataset_runs_where_the_model_runs(digits, digits_model):
+    import pixelguard as pg
+    from pixelguard.models.torch import TorchClassifier
+
+    on_gpu = TorchClassifier(digits_model.module, (1, 8, 8), output="logits", device="cuda")
+    data = pg.load_data("digits", split="test")
+    run = pg.attack_dataset(on_gpu, data, SparseBayes(pixels=2, budget=50), limit=8)
+    assert run.result.x_adv.device.type == "cpu" and run.result.n_images > 0

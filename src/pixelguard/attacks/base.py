@@ -276,6 +276,16 @@ class AttackResult:
     def n_images(self) -> int:
         return int(self.y.shape[0])
 
+    def cpu(self) -> AttackResult:
+        """This result with every tensor on the CPU (itself when they already are)."""
+        tensors = {
+            f.name: value.cpu()
+            for f in dataclasses.fields(self)
+            if isinstance(value := getattr(self, f.name), torch.Tensor)
+            and value.device.type != "cpu"
+        }
+        return dataclasses.replace(self, **tensors) if tensors else self
+
     @property
     def success_rate(self) -> float:
         """Fraction of images fooled (0.0 for an empty batch)."""

@@ -32,7 +32,13 @@ from pixelguard.evaluate.checkpoint import (
     run_identity,
 )
 from pixelguard.evaluate.merge import merge_results
-from pixelguard.models.base import Classifier, ClassifierWrapper, OutputKind, probabilities
+from pixelguard.models.base import (
+    Classifier,
+    ClassifierWrapper,
+    OutputKind,
+    model_device,
+    probabilities,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -343,6 +349,7 @@ def attack_dataset(
         results[number] = result_from_arrays(result_arrays, configured, seed)
         spent.append(wire)
 
+    device = model_device(model)  # every tensor the attack keeps lives where the model runs
     chunks = indices.split(chunk_size)
     total = int(indices.numel())
     finished = sum(r.n_images for r in results.values())
@@ -351,11 +358,11 @@ def attack_dataset(
             continue
         result = configured.run(
             model,
-            dataset.x[chunk],
-            dataset.y[chunk],
+            dataset.x[chunk].to(device),
+            dataset.y[chunk].to(device),
             target=target,
             progress=_shifted(progress, finished, total),
-        )
+        ).cpu()
         spent.append(meter.take())
         if store is not None:
             store.save_chunk(number, _chunk_arrays(result, spent[-1]))

@@ -17,7 +17,7 @@ import torch
 from pixelguard.attacks.base import Attack, ProgressCallback, ThreatModel
 from pixelguard.errors import DataError
 from pixelguard.evaluate.suite import Suite, budget_threat
-from pixelguard.models.base import Classifier
+from pixelguard.models.base import Classifier, model_device
 
 NOT_BROKEN = -1
 """``ShardOutcome.broken_by`` of an image no attack broke."""
@@ -230,7 +230,10 @@ def _run_budget(
             stats.append(_attack_stats(0, torch.zeros(0, dtype=torch.int64), 0.0, 0, 0))
             share.finished(number)
             continue
-        result = attack.run(model, x[todo], y[todo], progress=share.of(number))
+        device = model_device(model)  # the attack's tensors live where the model runs
+        result = attack.run(
+            model, x[todo].to(device), y[todo].to(device), progress=share.of(number)
+        ).cpu()
         share.finished(number)
         l0_pixels, l2, linf = result.l0_pixels.cpu(), result.l2.cpu(), result.linf.cpu()
         claimed = result.success.cpu()

@@ -186,16 +186,18 @@ def bayesian_sparse_search(
     steps: int,
     p_init: float,
     loss_fn: LossFunction,
-    local: float,
-    radius: int,
-    colour_bias: float,
-    prior_strength: float,
-    shared_prior: bool,
+    local: float = 0.7,
+    radius: int | None = None,
+    colour_bias: float = 3.0,
+    prior_strength: float = 2.0,
+    shared_prior: bool = True,
     report_progress: bool = False,
 ) -> torch.Tensor:
     """Run the search on the ``active`` images; write winners into ``state.x_adv``.
 
     Each image spends at most ``steps`` queries here (fewer if its budget ends first).
+    The proposal settings are :class:`SparseBayes`'s (``radius=None``:
+    :func:`local_radius` of the images).
 
     Shape:
         active: (A,) image indices -> (N,) bool, the images fooled.
@@ -205,6 +207,7 @@ def bayesian_sparse_search(
     n_pixels = h * w
     k = min(pixels, n_pixels)
     device = x.device
+    radius = radius or local_radius((h, w))
     corners = corner_table(c, device)
     flat = x[active].reshape(active.numel(), c, n_pixels)
     fooled_images = torch.zeros(n, dtype=torch.bool, device=device)
@@ -326,7 +329,7 @@ class SparseBayes(Attack):
             p_init=self.p_init,
             loss_fn=margin_loss(OutputKind(state.model.capabilities.output), state.reject_class),
             local=self.local,
-            radius=self.radius or local_radius(tuple(state.x.shape[2:])),
+            radius=self.radius,
             colour_bias=self.colour_bias,
             prior_strength=self.prior_strength,
             shared_prior=self.shared_prior,

@@ -42,7 +42,7 @@ def demo(
     quiet: opt.Quiet = False,
 ) -> None:
     """Train (or reuse) a small CNN on the built-in digits and fool it with 1, 3 and 5 pixels."""
-    from pixelguard.attacks.sparse_rs import SparseRS
+    from pixelguard.attacks.sparse_bayes import SparseBayes
     from pixelguard.data import load_digits
     from pixelguard.evaluate.attack_run import attack_dataset
     from pixelguard.report import write_run_reports, write_summary_json
@@ -62,12 +62,12 @@ def demo(
         f"clean accuracy {percent(demo_net.metrics['test_accuracy'])} "
         f"on the {len(digits_test)} test digits"
     )
-    # Sparse random search over corner colours; one pixel is the exact scan of every
-    # position at every corner (128 queries for an 8x8 digit).
-    search = SparseRS(seed=SEED, steps=QUICK_STEPS if quick else SparseRS.steps)
+    # The default attack, Bayesian sparse search over corner colours; one pixel is the
+    # exact scan of every position at every corner (128 queries for an 8x8 digit).
+    search = SparseBayes(seed=SEED, steps=QUICK_STEPS if quick else SparseBayes.steps)
     attacks = [dataclasses.replace(search, pixels=k) for k in budgets]
     typer.echo(
-        f"attack  sparse-rs (one pixel: exact corner scan), up to {search.steps:,} queries "
+        f"attack  sparse-bayes (one pixel: exact corner scan), up to {search.steps:,} queries "
         f"per image, seed {SEED}, on the correctly classified of {len(test)} test digits\n"
     )
     typer.echo(f"{'pixels':>6}  {'fooled':>9}  {'success':>7}  {'median queries':>14}  {'time':>9}")

@@ -209,7 +209,8 @@ def bayesian_sparse_search(
     device = x.device
     radius = radius or local_radius((h, w))
     corners = corner_table(c, device)
-    flat = x[active].reshape(active.numel(), c, n_pixels)
+    image_of = active.clone()  # the image each posterior row belongs to
+    flat = x.reshape(n, c, n_pixels)
     fooled_images = torch.zeros(n, dtype=torch.bool, device=device)
     posterior = PositionPosterior.empty(
         active.numel(), n_pixels, prior_strength, shared_prior, device
@@ -218,7 +219,7 @@ def bayesian_sparse_search(
 
     def colours_at(rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Corner indices for new pixels at ``positions`` of images ``rows``: (R, s)."""
-        own = flat[rows].gather(2, positions.unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
+        own = flat[image_of[rows].unsqueeze(1), :, positions]
         return far_corners(generator, own, corners, colour_bias)
 
     pos = gumbel_top_k(generator, posterior.log_mean(slot), k)

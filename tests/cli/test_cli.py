@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from one_line_errors import assert_one_line_error
 
 from pixelguard.cli import app as app_module
 from pixelguard.report import SCHEMA_VERSION
@@ -20,14 +21,6 @@ TINY = ["--iterations", "30", "--limit", "5", "--quiet"]
 
 def _attack(model, out, *extra):
     return ["attack", "--model", model, *MODEL, "--data", "digits", "--out", out, *TINY, *extra]
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def test_attack_writes_the_reports_and_prints_a_table(cli, model_factory, tmp_path):
@@ -144,12 +137,12 @@ def test_bad_input_gives_one_error_line_and_exit_code_2(
     options.update({k: v.format(tmp=bad_files) for k, v in change.items()})
     args = ["attack", *[item for pair in options.items() for item in pair], *TINY]
     result = cli(*args, code=2)
-    _one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
 
 
 def test_an_option_the_attack_lacks_is_refused(cli, model_factory, tmp_path):
     result = cli(*_attack(model_factory, tmp_path, "--attack", "corner-search"), code=2)
-    _one_line_error(result, "corner-search has no iterations setting", "--iterations")
+    assert_one_line_error(result, "corner-search has no iterations setting", "--iterations")
 
 
 def test_debug_shows_the_traceback(cli, tmp_path):
@@ -183,7 +176,7 @@ def test_resume_with_other_settings_is_refused(cli, model_factory, tmp_path):
     again = cli(*_attack(model_factory, tmp_path, "--json", "--resume"))
     assert json.loads(again.stdout)["n_success"] == json.loads(first.stdout)["n_success"]
     result = cli(*_attack(model_factory, tmp_path, "--pixels", "2", "--resume"), code=2)
-    _one_line_error(result, "belongs to a different run", "pixels: 1 -> 2")
+    assert_one_line_error(result, "belongs to a different run", "pixels: 1 -> 2")
 
 
 def test_demo_quick_writes_per_budget_reports_and_reuses_its_model(cli, tmp_path):
@@ -288,9 +281,13 @@ def test_pixels_auto_runs_the_fewest_pixels_search(cli, model_factory, tmp_path)
 def test_pixels_must_be_a_number_or_auto_and_auto_excludes_other_attacks(
     cli, model_factory, tmp_path
 ):
-    _one_line_error(cli(*_attack(model_factory, tmp_path, "--pixels", "many"), code=2), "'auto'")
+    assert_one_line_error(
+        cli(*_attack(model_factory, tmp_path, "--pixels", "many"), code=2), "'auto'"
+    )
     args = ["attack", "--model", model_factory, *MODEL, "--data", "digits", "--out", tmp_path]
-    _one_line_error(cli(*args, "--attack", "pixel-de", "--pixels", "auto", code=2), "min-pixels")
+    assert_one_line_error(
+        cli(*args, "--attack", "pixel-de", "--pixels", "auto", code=2), "min-pixels"
+    )
 
 
 def test_short_attack_aliases(cli, model_factory, tmp_path):

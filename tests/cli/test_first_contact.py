@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from one_line_errors import assert_one_line_error
 from sklearn.linear_model import LogisticRegression
 
 from pixelguard.attacks.corner_search import corner_search_cost
@@ -16,15 +17,6 @@ FAST = ["--limit", "12", "--quiet"]
 
 def _results(folder) -> dict:
     return json.loads((folder / "results.json").read_text())
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def test_the_default_attack_is_sparse_bayes_with_the_exact_one_pixel_scan(
@@ -64,7 +56,7 @@ def test_a_model_that_wants_another_size_says_which_option_fixes_it(cli, tmp_pat
         *FAST,
         code=2,
     )
-    _one_line_error(result, "(1, 8, 8)", "--input-shape")
+    assert_one_line_error(result, "(1, 8, 8)", "--input-shape")
 
 
 def test_a_pickled_scikit_learn_model_needs_no_input_shape(cli, digits, tmp_path):
@@ -147,7 +139,7 @@ def test_a_setting_the_attack_lacks_is_refused_by_name(cli, model_factory, tmp_p
         tmp_path,
         code=2,
     )
-    _one_line_error(result, "sparse-bayes has no step setting", "--step")
+    assert_one_line_error(result, "sparse-bayes has no step setting", "--step")
     result = cli(
         "attack",
         "--model",
@@ -162,14 +154,14 @@ def test_a_setting_the_attack_lacks_is_refused_by_name(cli, model_factory, tmp_p
         tmp_path,
         code=2,
     )
-    _one_line_error(result, "--eps", "8/255")
+    assert_one_line_error(result, "--eps", "8/255")
 
 
 def test_out_naming_an_existing_file_is_refused_before_any_work(cli, model_factory, tmp_path):
     existing = tmp_path / "model.pt"
     existing.write_bytes(b"weights")
     result = cli("attack", "--model", model_factory, "--data", "digits", "--out", existing, code=2)
-    _one_line_error(result, "--out", "existing file")
+    assert_one_line_error(result, "--out", "existing file")
     assert existing.read_bytes() == b"weights"
 
 
@@ -185,7 +177,7 @@ def test_images_without_labels_name_the_labels_option(cli, model_factory, digits
         tmp_path / "r",
         code=2,
     )
-    _one_line_error(result, "--labels labels.npy")
+    assert_one_line_error(result, "--labels labels.npy")
 
 
 def test_hardening_an_onnx_file_never_advises_unsafe_loading(cli, tmp_path):
@@ -203,7 +195,7 @@ def test_hardening_an_onnx_file_never_advises_unsafe_loading(cli, tmp_path):
         tmp_path / "h.pt",
         code=2,
     )
-    err = _one_line_error(result, "ONNX file", "pixelguard train")
+    err = assert_one_line_error(result, "ONNX file", "pixelguard train")
     assert "weights_only" not in err
 
 
@@ -237,7 +229,7 @@ def test_class_names_put_the_data_in_the_models_class_order(cli, model_factory, 
         tmp_path / "r2",
         code=2,
     )
-    _one_line_error(result, "distinct")
+    assert_one_line_error(result, "distinct")
 
 
 @pytest.mark.parametrize(

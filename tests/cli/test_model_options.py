@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from one_line_errors import assert_one_line_error
 
 from pixelguard.cli import options as opt
 
@@ -18,30 +19,21 @@ def _attack(model: str, out: Path, *extra: str) -> list[str]:
     return ["attack", "--model", model, "--input-shape", "1,8,8", "--out", str(out), *QUICK, *extra]
 
 
-def _one_line_error(result, *fragments: str) -> str:
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_device_cuda_without_a_gpu_is_one_line(cli, model_factory, tmp_path):
     result = cli(*_attack(model_factory, tmp_path / "run", "--device", "cuda"), code=2)
-    _one_line_error(result, "device cuda", "no CUDA GPU", "--device cpu")
+    assert_one_line_error(result, "device cuda", "no CUDA GPU", "--device cpu")
     assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_an_unknown_device_is_one_line(cli, model_factory, tmp_path):
     result = cli(*_attack(model_factory, tmp_path, "--device", "gpu0"), code=2)
-    _one_line_error(result, "device must be auto, cpu, cuda or cuda:N")
+    assert_one_line_error(result, "device must be auto, cpu, cuda or cuda:N")
 
 
 def test_max_memory_below_one_image_is_one_line_with_the_size(cli, model_factory, tmp_path):
     result = cli(*_attack(model_factory, tmp_path, "--max-memory", "1K"), code=2)
-    err = _one_line_error(result, "one 1x8x8 image needs", "KiB", "budget of 1.0 KiB")
+    err = assert_one_line_error(result, "one 1x8x8 image needs", "KiB", "budget of 1.0 KiB")
     assert "--max-memory" in err
 
 
@@ -58,7 +50,7 @@ def test_bad_model_option_values_are_one_line(
     cli, model_factory, tmp_path, option, value, fragment
 ):
     result = cli(*_attack(model_factory, tmp_path, option, value), code=2)
-    _one_line_error(result, fragment)
+    assert_one_line_error(result, fragment)
 
 
 def test_threads_batch_size_and_max_memory_run(cli, model_factory, tmp_path):

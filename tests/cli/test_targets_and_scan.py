@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from one_line_errors import assert_one_line_error
 
 from pixelguard.attacks import create_attack
 from pixelguard.cli.attack_options import single_pixel_search_text
@@ -30,15 +31,6 @@ def make_model():
 
 def _results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -91,19 +83,19 @@ def test_target_by_name_from_a_names_file(cli, imagenet_like, tmp_path) -> None:
 def test_an_unknown_target_name_lists_the_nearest_names_only(cli, imagenet_like, tmp_path):
     names = ["--class-names", str(IMAGENET_NAMES)]
     result = _attack_imagenet(cli, imagenet_like, tmp_path, *names, "--target", "granny", code=2)
-    err = _one_line_error(result, "got 'granny'", "948 'Granny Smith'", "0-999")
+    err = assert_one_line_error(result, "got 'granny'", "948 'Granny Smith'", "0-999")
     assert "tench" not in err and len(err) < 300
 
 
 def test_a_target_name_without_names_asks_for_them(cli, imagenet_like, tmp_path) -> None:
     result = _attack_imagenet(cli, imagenet_like, tmp_path, "--target", "Granny Smith", code=2)
-    _one_line_error(result, "no class names are known", "--class-names")
+    assert_one_line_error(result, "no class names are known", "--class-names")
 
 
 @pytest.mark.parametrize("target", ["1000", "-1"])
 def test_a_target_number_out_of_range(cli, imagenet_like, tmp_path, target: str) -> None:
     result = _attack_imagenet(cli, imagenet_like, tmp_path, f"--target={target}", code=2)
-    _one_line_error(result, f"--target class {int(target)} is out of range", "0-999")
+    assert_one_line_error(result, f"--target class {int(target)} is out of range", "0-999")
 
 
 def test_a_names_file_of_another_length_is_refused(cli, imagenet_like, tmp_path) -> None:
@@ -111,11 +103,11 @@ def test_a_names_file_of_another_length_is_refused(cli, imagenet_like, tmp_path)
     lines = IMAGENET_NAMES.read_text().splitlines()
     short.write_text("\n".join([*lines, "one more"]) + "\n")
     result = _attack_imagenet(cli, imagenet_like, tmp_path / "r", "--class-names", short, code=2)
-    _one_line_error(result, "1,001 names", "the model has 1,000 classes")
+    assert_one_line_error(result, "1,001 names", "the model has 1,000 classes")
     gap = tmp_path / "gap.txt"
     gap.write_text("\n".join([*lines[:10], "", *lines[10:]]) + "\n")
     result = _attack_imagenet(cli, imagenet_like, tmp_path / "r", "--class-names", gap, code=2)
-    _one_line_error(result, "line 11 is blank")
+    assert_one_line_error(result, "line 11 is blank")
 
 
 def test_the_exact_scan_line_when_the_budget_covers_it(cli, model_factory, tmp_path) -> None:

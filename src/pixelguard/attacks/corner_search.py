@@ -11,6 +11,7 @@ slice that fools the model. Where it fails, no single corner pixel fools the mod
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from pixelguard.attacks._population import (
     score_candidates,
 )
 from pixelguard.attacks.base import Attack, AttackState, ThreatModel, register_attack
-from pixelguard.config import at_least
+from pixelguard.config import at_least, between
 from pixelguard.models.base import OutputKind
 
 
@@ -115,3 +116,45 @@ class CornerSearch(Attack):
 
     def _run(self, state: AttackState) -> None:
         scan_single_corner_pixels(state, state.unfooled, self.checks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CornerPixelSearch(Attack):
+    """Base of the searches for ``pixels`` changed pixels on colour-cube corners
+    (sparse-rs, sparse-bayes): the settings they share, and the exact scan at k = 1.
+
+    Args:
+        pixels: how many pixel positions may change (k).
+        steps: most search steps (one query each) per image.
+        p_init: initial fraction of the k pixels a proposal moves (Sparse-RS: 0.3).
+        exact_single_pixel: for k = 1, scan every position at every corner instead
+            when that costs no more than the search may spend (``budget``, or ``steps``
+            without one): exact over corners, 2**C * H * W queries at most, which is
+            128 on 8x8 digits, 1,568 on MNIST and 8,192 on CIFAR-10.
+    """
+
+    pixels: int = 10
+    steps: int = 10_000
+    p_init: float = 0.3
+    exact_single_pixel: bool = True
+
+    _constraints = {
+        "pixels": at_least(1),
+        "steps": at_least(1),
+        "p_init": between(0, 1, low_open=True),
+    }
+
+    def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
+        """k = 1 with a budget (or steps) that covers every corner: the exact scan runs."""
+        allowed = self.budget if self.budget is not None else self.steps
+        return self.pixels == 1 and self.exact_single_pixel and allowed >= corner_search_cost(shape)
+
+    def _run(self, state: AttackState) -> None:
+        if self._scans_without_clean_query(tuple(state.x.shape[1:])):
+            scan_single_corner_pixels(state, state.unfooled, checks=16)
+            return
+        self._search(state)
+
+    @abstractmethod
+    def _search(self, state: AttackState) -> None:
+        """The search for ``pixels`` pixels on ``state.unfooled`` (when no scan runs)."""

@@ -45,8 +45,8 @@ from pixelguard.attacks._population import (
     record_winners,
     score_candidates,
 )
-from pixelguard.attacks.base import Attack, AttackState, register_attack
-from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
+from pixelguard.attacks.base import AttackState, register_attack
+from pixelguard.attacks.corner_search import CornerPixelSearch
 from pixelguard.attacks.sparse_rs import swap_fraction
 from pixelguard.config import at_least, between, positive
 from pixelguard.models.base import OutputKind
@@ -260,7 +260,7 @@ def bayesian_sparse_search(
 
 @register_attack("sparse-bayes")
 @dataclass(frozen=True, kw_only=True)
-class SparseBayes(Attack):
+class SparseBayes(CornerPixelSearch):
     """Change at most ``pixels`` pixels, found by Bayesian sparse search (the default).
 
     Sparse-RS's search with proposals drawn from a posterior over positions pooled
@@ -268,10 +268,9 @@ class SparseBayes(Attack):
     (see the module docstring); ``sparse-rs`` is the plain algorithm of the paper.
 
     Args:
-        pixels: how many pixel positions may change (k).
-        steps: most search steps (one query each) per image; the number of pixels a
-            proposal moves shrinks on Sparse-RS's schedule over them.
-        p_init: initial fraction of the k pixels a proposal moves (Sparse-RS: 0.3).
+        pixels, steps, p_init, exact_single_pixel: see :class:`CornerPixelSearch`; the
+            number of pixels a proposal moves shrinks on Sparse-RS's schedule over
+            ``steps``, or over the budget when that is smaller.
         local: probability that a new position is a neighbour of a kept pixel.
         radius: how far (in rows and columns) such a neighbour may lie; None scales it
             with the image: ``max(1, round(min(H, W) / 32))``, 1 up to 48 pixels, 7 at 224.
@@ -279,8 +278,6 @@ class SparseBayes(Attack):
             pixel's corner (0: uniform).
         prior_strength: pseudo-counts of the prior in each image's posterior.
         shared_prior: pool the evidence of all images of the batch into the prior.
-        exact_single_pixel: for k = 1, scan every position at every corner instead
-            when the budget (or ``steps``) covers its 2**C * H * W queries.
         seed: seed of the attack's random generator.
         budget: hard limit on queries per image, the clean query included.
 
@@ -292,35 +289,20 @@ class SparseBayes(Attack):
         10
     """
 
-    pixels: int = 10
-    steps: int = 10_000
-    p_init: float = 0.3
     local: float = 0.7
     radius: int | None = None
     colour_bias: float = 3.0
     prior_strength: float = 2.0
     shared_prior: bool = True
-    exact_single_pixel: bool = True
 
     _constraints = {
-        "pixels": at_least(1),
-        "steps": at_least(1),
-        "p_init": between(0, 1, low_open=True),
         "local": between(0, 1),
         "radius": at_least(1, optional=True),
         "colour_bias": between(0, 100),
         "prior_strength": positive(),
     }
 
-    def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
-        """k = 1 with a budget (or steps) that covers every corner: the exact scan runs."""
-        allowed = self.budget if self.budget is not None else self.steps
-        return self.pixels == 1 and self.exact_single_pixel and allowed >= corner_search_cost(shape)
-
-    def _run(self, state: AttackState) -> None:
-        if self._scans_without_clean_query(tuple(state.x.shape[1:])):
-            scan_single_corner_pixels(state, state.unfooled, checks=16)
-            return
+    def _search(self, state: AttackState) -> None:
         steps = self.steps if self.budget is None else min(self.steps, self.budget - 1)
         bayesian_sparse_search(
             state,

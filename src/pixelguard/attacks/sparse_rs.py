@@ -30,9 +30,9 @@ from pixelguard.attacks._population import (
     sample_positions,
     score_candidates,
 )
-from pixelguard.attacks.base import Attack, AttackState, register_attack
-from pixelguard.attacks.corner_search import corner_search_cost, scan_single_corner_pixels
-from pixelguard.config import at_least, between
+from pixelguard.attacks.base import AttackState, register_attack
+from pixelguard.attacks.corner_search import CornerPixelSearch
+from pixelguard.config import at_least
 from pixelguard.models.base import OutputKind
 
 _SCHEDULE = (
@@ -151,17 +151,11 @@ def sparse_random_search(
 
 @register_attack("sparse-rs")
 @dataclass(frozen=True, kw_only=True)
-class SparseRS(Attack):
+class SparseRS(CornerPixelSearch):
     """Change at most ``pixels`` pixels, found by sparse random search over corner colours.
 
     Args:
-        pixels: how many pixel positions may change (k).
-        steps: most search steps (one query each) per image.
-        p_init: initial fraction of the k pixels a proposal moves (Sparse-RS: 0.3).
-        exact_single_pixel: for k = 1, scan every position at every corner instead
-            when that costs no more than the search may spend (``budget``, or ``steps``
-            without one): exact over corners, 2**C * H * W queries at most, which is
-            128 on 8x8 digits, 1,568 on MNIST and 8,192 on CIFAR-10.
+        pixels, steps, p_init, exact_single_pixel: see :class:`CornerPixelSearch`.
         min_batch: when fewer images than this are still searching, each proposes
             several candidates per step (one query each, the best kept), so model
             calls stay large enough to be fast; 1 keeps one proposal per step.
@@ -176,28 +170,11 @@ class SparseRS(Attack):
         10
     """
 
-    pixels: int = 10
-    steps: int = 10_000
-    p_init: float = 0.3
-    exact_single_pixel: bool = True
     min_batch: int = 64
 
-    _constraints = {
-        "pixels": at_least(1),
-        "steps": at_least(1),
-        "p_init": between(0, 1, low_open=True),
-        "min_batch": at_least(1),
-    }
+    _constraints = {"min_batch": at_least(1)}
 
-    def _scans_without_clean_query(self, shape: tuple[int, ...]) -> bool:
-        """k = 1 with a budget (or steps) that covers every corner: the exact scan runs."""
-        allowed = self.budget if self.budget is not None else self.steps
-        return self.pixels == 1 and self.exact_single_pixel and allowed >= corner_search_cost(shape)
-
-    def _run(self, state: AttackState) -> None:
-        if self._scans_without_clean_query(tuple(state.x.shape[1:])):
-            scan_single_corner_pixels(state, state.unfooled, checks=16)
-            return
+    def _search(self, state: AttackState) -> None:
         sparse_random_search(
             state,
             state.unfooled,

@@ -43,3 +43,11 @@ def model_factory(tmp_path_factory: pytest.TempPathFactory, digits_model) -> str
     )
     (folder / "factory.py").write_text(source)
     return f"{folder / 'factory.py'}:make_model"
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """Commands may set torch's thread count for the process (--threads auto): restore it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ import torch
 from one_line_errors import assert_one_line_error
 
 from pixelguard.cli import options as opt
+from pixelguard.models.loader import DEFAULT_THREADS
 
 QUICK = ["--data", "digits", "--iterations", "10", "--limit", "3", "--quiet"]
 """A sparse-rs run over three digits: well under a second."""
@@ -64,7 +65,7 @@ def test_threads_batch_size_and_max_memory_run(cli, model_factory, tmp_path):
     assert result.stderr == ""
     data = json.loads((tmp_path / "results.json").read_text())
     given = data["model"]["options"]
-    assert given["threads"] == 1 and given["batch_size"] == "7" and given["max_memory"] == "64M"
+    assert given["threads"] == "1" and given["batch_size"] == "7" and given["max_memory"] == "64M"
 
 
 def test_the_default_batch_size_is_measured_once_and_cached(cli, model_factory, tmp_path):
@@ -72,13 +73,16 @@ def test_the_default_batch_size_is_measured_once_and_cached(cli, model_factory, 
     env = {"PIXELGUARD_CACHE": str(cache)}
     cli(*_attack(model_factory, tmp_path / "one"), env=env)
     entries = json.loads((cache / "calibration.json").read_text())["entries"]
-    assert len(entries) == 1
-    (entry,) = entries.values()
-    assert str(entry["batch_size"]) in entry["throughput"]
+    # --threads auto: one calibration at 1 thread and one at torch's default
+    assert len(entries) == len({1, DEFAULT_THREADS})
+    assert {entry["threads"] for entry in entries.values()} == {1, DEFAULT_THREADS}
+    assert all(str(entry["batch_size"]) in entry["throughput"] for entry in entries.values())
     cli(*_attack(model_factory, tmp_path / "two"), env=env)
     again = json.loads((cache / "calibration.json").read_text())["entries"]
     assert again.keys() == entries.keys()
-    assert next(iter(again.values()))["saved"] == entry["saved"]  # not measured again
+    assert all(
+        again[key]["saved"] == entries[key]["saved"] for key in entries
+    )  # not measured again
 
 
 def test_model_options_load_passes_the_new_options(monkeypatch):
@@ -95,5 +99,5 @@ def test_model_options_load_passes_the_new_options(monkeypatch):
     assert seen["threads"] == 2 and seen["max_memory"] == "2G"
     opt.ModelOptions().load("model.pt")
     assert seen["batch_size"] == "auto" and seen["device"] == "auto"
-    assert seen["threads"] is None and seen["max_memory"] is None
+    assert seen["threads"] == "auto" and seen["max_memory"] is None
     assert opt.ModelOptions().given() == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -265,8 +266,29 @@ def test_threads_option_sets_torchs_thread_count() -> None:
     finally:
         torch.set_num_threads(threads)
     for bad in (0, "two"):
-        with pytest.raises(ConfigError, match="threads must be a positive whole number"):
+        with pytest.raises(ConfigError, match="threads must be a positive whole number or auto"):
             load_model(tiny_cnn(), input_shape=(1, 8, 8), threads=bad)  # type: ignore[arg-type]
+
+
+def test_threads_auto_keeps_the_faster_thread_count(monkeypatch, tmp_path: Path) -> None:
+    """Both counts are calibrated (and cached each), the faster one is set and its
+    calibration used; a second load measures nothing."""
+    import pixelguard.models.loader as loader
+
+    monkeypatch.setenv("PIXELGUARD_CACHE", str(tmp_path))
+    monkeypatch.setattr(loader, "DEFAULT_THREADS", 2)
+    threads = torch.get_num_threads()
+    try:
+        model = load_model(tiny_cnn(), input_shape=(1, 8, 8), batch_size="auto", threads="auto")
+        chosen = model.calibration  # type: ignore[attr-defined]
+        assert chosen.threads == torch.get_num_threads() in (1, 2)
+        assert model.batch_size == chosen.batch_size  # type: ignore[attr-defined]
+        cached = json.loads((tmp_path / CACHE_FILE).read_text())
+        assert len(cached["entries"]) == 2, "one calibration per thread count"
+        again = load_model(tiny_cnn(), input_shape=(1, 8, 8), batch_size="auto", threads="AUTO")
+        assert again.calibration.cached and torch.get_num_threads() == chosen.threads  # type: ignore[attr-defined]
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

@@ -160,10 +160,12 @@ Device = Annotated[
     ),
 ]
 Threads = Annotated[
-    int | None,
+    str,
     typer.Option(
-        help="CPU threads for torch and ONNX Runtime models (default: torch's own, one per "
-        "core). On a machine busy with other work, fewer (even 1) can be several times faster.",
+        help="CPU threads for torch and ONNX Runtime models, or auto: with --batch-size auto, "
+        "a torch model on the CPU is timed at 1 thread and at torch's default (one per core) "
+        "and the faster kept (on a machine busy with other work, 1 can be several times "
+        "faster); otherwise torch's default.",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
@@ -320,7 +322,7 @@ class ModelOptions:
     trust_pickle: TrustPickle = False
     http_config: HttpConfig = None
     device: Device = "auto"
-    threads: Threads = None
+    threads: Threads = "auto"
     max_memory: MaxMemory = None
 
     def load(self, spec: str, data_shape: tuple[int, int, int] | None = None) -> Classifier:

@@ -46,7 +46,13 @@ from pixelguard.models.base import (
     parse_shape,
     resolve_device,
 )
-from pixelguard.models.calibration import calibrate, format_bytes, memory_cap, parse_memory
+from pixelguard.models.calibration import (
+    Calibration,
+    calibrate,
+    format_bytes,
+    memory_cap,
+    parse_memory,
+)
 from pixelguard.models.callable import CallableClassifier
 from pixelguard.models.keras import KERAS_SUFFIXES, KerasClassifier, load_keras_file
 from pixelguard.models.onnx import OnnxClassifier
@@ -86,18 +92,21 @@ def parse_batch_size(value: int | str, what: str = "batch_size") -> int | str:
     raise ConfigError(f"{what} must be a positive whole number or auto, got {value!r}")
 
 
-def parse_threads(value: int | str | None, what: str = "threads") -> int | None:
-    """A thread-count option: a positive whole number, or None (torch's default).
+def parse_threads(value: int | str | None, what: str = "threads") -> int | str | None:
+    """A thread-count option: a positive whole number, ``"auto"`` (measured with the
+    batch size), or None (torch's default).
 
     Raises:
         ConfigError: anything else; ``what`` names the option.
     """
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive whole number, got {value!r}")
+        raise ConfigError(f"{what} must be a positive whole number or auto, got {value!r}")
     return value
 
 
@@ -116,7 +125,7 @@ class _Options:
     data_shape: tuple[int, int, int] | None = None
     max_memory: int = DEFAULT_MAX_MEMORY
     memory_given: bool = False
-    threads: int | None = None
+    threads: int | str | None = None
 
     @property
     def first_batch_size(self) -> int:
@@ -242,7 +251,9 @@ def load_model(
             :data:`~pixelguard.defaults.DEFAULT_MAX_MEMORY`. When given with a fixed
             ``batch_size``, that size is lowered to fit (one image is measured).
         threads: CPU threads for torch (``torch.set_num_threads``, for the whole
-            process) and onnxruntime; None keeps torch's default (one per core).
+            process) and onnxruntime; None keeps torch's default (one per core);
+            ``"auto"``, with ``batch_size="auto"``, calibrates a torch model on the CPU
+            at one thread and at torch's default and keeps the faster (both cached).
 
     Returns:
         A Classifier (a :class:`TorchClassifier` is also ``Differentiable``, and so is
@@ -280,7 +291,7 @@ def load_model(
     options.spec()  # validate layout/scale/std before loading anything
     if not _runs_outside_torch(spec):
         resolve_device(device)  # a GPU this machine lacks fails before anything loads
-    if options.threads is not None and options.threads != torch.get_num_threads():
+    if isinstance(options.threads, int) and options.threads != torch.get_num_threads():
         torch.set_num_threads(options.threads)
     if submitted_shape is None and crop is not None:
         raise ConfigError("crop applies only with submitted_shape")
@@ -346,6 +357,33 @@ def _from_object(obj: object, options: _Options, *, what: str) -> Classifier:
     return _tune(model, options)
 
 
+DEFAULT_THREADS = torch.get_num_threads()
+"""torch's own thread count in this process, before any option changed it."""
+
+
+def _calibrate_threads(model: ArrayClassifier, options: _Options) -> Calibration:
+    """The batch-size calibration of ``model``; under ``threads="auto"``, of a torch
+    model on the CPU at one thread and at torch's default, keeping (and setting) the
+    thread count whose fastest batch runs more images per second.
+
+    One thread wins on a machine whose other cores are busy (each op then waits for
+    a thread that is not scheduled) and for small models; all cores win for large
+    models on an idle machine. Each count's calibration is cached on its own.
+    """
+    candidates = sorted({1, DEFAULT_THREADS})
+    on_cpu = isinstance(model, TorchClassifier) and model.device.type == "cpu"
+    if options.threads != AUTO or not on_cpu or len(candidates) == 1:
+        return calibrate(model, max_memory=options.max_memory)
+    measured = {}
+    for threads in candidates:
+        torch.set_num_threads(threads)
+        measured[threads] = calibrate(model, max_memory=options.max_memory)
+    best = max(candidates, key=lambda t: measured[t].throughput[measured[t].batch_size])
+    torch.set_num_threads(best)
+    logger.info("threads: %d (of %s, by measurement)", best, candidates)
+    return measured[best]
+
+
 def _tune(model: Classifier, options: _Options) -> Classifier:
     """Give an adapter built here the memory budget and, under ``batch_size="auto"``,
     its measured batch size; with a fixed size and a ``max_memory`` given, lower the
@@ -359,7 +397,7 @@ def _tune(model: Classifier, options: _Options) -> Classifier:
     model.max_memory = options.max_memory
     fixed_batch = getattr(model, "_fixed_batch", None) is not None  # an ONNX batch dimension
     if options.batch_size == AUTO and not fixed_batch and not isinstance(model, SklearnClassifier):
-        calibration = calibrate(model, max_memory=options.max_memory)
+        calibration = _calibrate_threads(model, options)
         model.batch_size = calibration.batch_size
         model.calibration = calibration  # type: ignore[attr-defined]
     elif options.memory_given:
@@ -441,7 +479,7 @@ def _load_file(path: Path, options: _Options, trust_pickle: bool) -> Classifier:
             output=options.output,
             batch_size=options.first_batch_size,
             device=options.device,
-            threads=options.threads,
+            threads=options.threads if isinstance(options.threads, int) else None,
         )
         return _tune(onnx_model, options)
     if suffix in KERAS_SUFFIXES:

@@ -103,3 +103,11 @@ def test_an_unreadable_names_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(ConfigError, match="cannot read"):
         read_class_names(tmp_path / "binary.txt")
+
+
+def test_a_name_among_fewer_names_than_the_model_has_classes_asks_for_the_models_names() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"data names 1 class\(es\) \('Egyptian cat'\) but the model has 1,000: give the model's names with --class-names",
+    ):
+        resolve_class("Granny Smith", ["Egyptian cat"], num_classes=1000)

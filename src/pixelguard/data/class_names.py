@@ -159,6 +159,12 @@ def resolve_class(
         if nearest
         else f"no class name is close (of {len(names):,})"
     )
+    if num_classes is not None and len(names) < num_classes:
+        shown = ", ".join(repr(name) for name in names[:5]) + (", ..." if len(names) > 5 else "")
+        hint = (
+            f"the data names {len(names):,} class(es) ({shown}) but the model has "
+            f"{num_classes:,}: give the model's names with --class-names FILE, one per line"
+        )
     raise ConfigError(
         f"{what} must be a class number or name, got {text!r}; {hint}; class numbers are {span}"
     )

@@ -5,7 +5,7 @@ The user-facing names, in the order of a typical session::
     import pixelguard as pg
 
     model = pg.load_model("model.pt")
-    run = pg.attack_dataset(model, pg.load_data("digits"), pg.create_attack("sparse-rs", pixels=3))
+    run = pg.attack_dataset(model, pg.load_data("digits"), pg.create_attack("sparse-bayes", pixels=3))
     print(run.summary())
 
     suite = pg.build_suite("full", gradients=model.capabilities.gradients)

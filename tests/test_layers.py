@@ -21,6 +21,7 @@ LAYERS = [
     {"leakage"},
     {"report"},
     {"workflows"},
+    {"serve"},
     {"cli"},
 ]
 """Bottom first. Modules of the bottom layer may import one another."""

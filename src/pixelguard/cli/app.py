@@ -28,6 +28,7 @@ from pixelguard.cli.membership import membership_command
 from pixelguard.cli.poison import poison_command
 from pixelguard.cli.report import compare_command, report_command
 from pixelguard.cli.scan_data import scan_data_command
+from pixelguard.cli.serve import serve_command
 from pixelguard.cli.steal import steal_command
 from pixelguard.cli.train import train
 from pixelguard.errors import PixelguardError
@@ -188,6 +189,7 @@ app.command("membership", cls=Command)(handle_errors(membership_command))
 app.command("steal", cls=Command)(handle_errors(steal_command))
 app.command("poison", cls=Command)(handle_errors(poison_command))
 app.command("scan-data", cls=Command)(handle_errors(scan_data_command))
+app.command("serve", cls=Command)(handle_errors(serve_command))
 
 
 def main() -> None:

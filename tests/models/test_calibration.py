@@ -179,7 +179,7 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(tmp_path: Path) -> None
     assert not result.cached and '"entries"' in cache.read_text()
 
 
-def test_a_224_pixel_cnn_calibrates_in_a_few_seconds() -> None:
+def test_a_224_pixel_cnn_calibrates_within_its_caps() -> None:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = nn.Sequential(
@@ -195,8 +195,9 @@ def test_a_224_pixel_cnn_calibrates_in_a_few_seconds() -> None:
         )
     clf = TorchClassifier(net, (3, 224, 224))
     result = calibrate(clf, cache=False)
-    # a loose bound against a runaway sweep, not a benchmark (the budget is 3 s)
-    assert result.seconds < 10
+    # the sweep ends by one of its rules, within the memory cap (its time is the benchmarks')
+    assert result.stopped in ("cap", "fell", "slow", "time")
+    assert max(result.throughput) <= result.max_batch
     assert result.batch_size in result.throughput
     # input (600 KiB) plus the first conv's output (800 KiB) are alive at once
     assert 1 << 20 < result.bytes_per_image < 8 << 20

@@ -106,9 +106,7 @@ def load_npy(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
-    if labels is None and path.suffix.lower() == ".npy":
-        raise DataError(_NEEDS_LABELS.format(path=path))
-    loaded = _open(path)
+    loaded = _open(path)  # a corrupt file says so before anything asks for labels
     if isinstance(loaded, np.ndarray):
         images, label_array = loaded, None
     else:

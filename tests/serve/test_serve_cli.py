@@ -17,16 +17,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from one_line_errors import assert_one_line_error
 from pixelguard.cli.app import app
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
 
 
 def _serve(*args: str):
@@ -36,20 +28,20 @@ def _serve(*args: str):
 def test_serve_without_keys_or_no_auth_exits_2_with_one_line() -> None:
     result = _serve()
     assert result.exit_code == 2
-    _one_line_error(result, "--keys", "--no-auth")
+    assert_one_line_error(result, "--keys", "--no-auth")
 
 
 def test_serve_with_keys_and_no_auth_exits_2(tmp_path) -> None:
     result = _serve("--keys", str(tmp_path / "keys.toml"), "--no-auth")
     assert result.exit_code == 2
-    _one_line_error(result, "exclude each other")
+    assert_one_line_error(result, "exclude each other")
 
 
 def test_serve_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
     result = _serve("--no-auth")
     assert result.exit_code == 2
-    _one_line_error(result, "pixelguard[serve]")
+    assert_one_line_error(result, "pixelguard[serve]")
 
 
 def test_serve_help_lists_the_server_options() -> None:

@@ -9,7 +9,7 @@ applies at the edge; what it returns is an :class:`OutputKind`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -172,15 +172,21 @@ class ClassifierWrapper:
         return self.model.capabilities
 
 
+def _wrapped(model: object) -> Iterator[object]:
+    """``model`` and every model it wraps (through ``.model``), outermost first."""
+    for _ in range(64):  # a bound against a wrapper that wraps itself
+        if model is None:
+            return
+        yield model
+        model = getattr(model, "model", None)
+
+
 def _wrapped_setting(model: object, name: str) -> int | None:
     """The outermost ``name`` attribute (a positive int) along a chain of wrappers, or None."""
-    seen = 0
-    while model is not None and seen < 64:
-        value = getattr(model, name, None)
+    for layer in _wrapped(model):
+        value = getattr(layer, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-        model = getattr(model, "model", None)
-        seen += 1
     return None
 
 
@@ -189,8 +195,7 @@ def preferred_batch_size(model: Classifier) -> int:
 
     The ``batch_size`` of the adapter under any wrappers (preprocessors, query
     counters, resizing): measured when the model was loaded with ``batch_size="auto"``,
-    else the one given. Attacks size their candidate batches to it, so that model
-    calls are neither split into slow small chunks nor padded into slow large ones.
+    else the one given; the adapter chunks every call to it.
     """
     return _wrapped_setting(model, "batch_size") or DEFAULT_BATCH_SIZE
 
@@ -209,17 +214,13 @@ def model_device(model: Classifier) -> torch.device:
     wrappers, else the CPU. Attacks keep their tensors where their images are; callers
     that want every tensor on the model's device put the images there.
     """
-    seen = 0
-    current: object = model
-    while current is not None and seen < 64:
-        device = getattr(current, "device", None)
+    for layer in _wrapped(model):
+        device = getattr(layer, "device", None)
         if isinstance(device, (str, torch.device)):
             try:
                 return torch.device(device)
             except RuntimeError:
                 break
-        current = getattr(current, "model", None)
-        seen += 1
     return torch.device("cpu")
 
 

@@ -52,6 +52,14 @@ from pixelguard.config import at_least, between, positive
 from pixelguard.models.base import OutputKind
 
 
+def gumbel_noise(
+    generator: torch.Generator, shape: torch.Size, device: torch.device
+) -> torch.Tensor:
+    """Standard Gumbel noise of ``shape``, drawn on the CPU from ``generator``, on ``device``."""
+    u = torch.rand(shape, generator=generator).to(device)
+    return -torch.log(-torch.log(u.clamp_(1e-12, 1 - 1e-7)))
+
+
 def gumbel_top_k(generator: torch.Generator, log_weights: torch.Tensor, count: int) -> torch.Tensor:
     """``count`` distinct columns per row, drawn without replacement with probability
     proportional to ``exp(log_weights)`` (the Gumbel top-k trick); -inf is never drawn.
@@ -59,8 +67,7 @@ def gumbel_top_k(generator: torch.Generator, log_weights: torch.Tensor, count: i
     Shape:
         log_weights: (R, P) -> (R, count) int64.
     """
-    u = torch.rand(log_weights.shape, generator=generator).to(log_weights.device)
-    gumbel = -torch.log(-torch.log(u.clamp_(1e-12, 1 - 1e-7)))
+    gumbel = gumbel_noise(generator, log_weights.shape, log_weights.device)
     return (log_weights + gumbel).topk(count, dim=1).indices
 
 
@@ -167,8 +174,9 @@ def far_corners(
         colours: (R, s, C); corners: (2**C, C) -> (R, s) int64.
     """
     distance = ((colours.unsqueeze(2) - corners.view(1, 1, *corners.shape)) ** 2).sum(dim=-1)
-    u = torch.rand(distance.shape, generator=generator).to(colours.device)
-    return (bias * distance - torch.log(-torch.log(u.clamp_(1e-12, 1 - 1e-7)))).argmax(dim=-1)
+    return (bias * distance + gumbel_noise(generator, distance.shape, colours.device)).argmax(
+        dim=-1
+    )
 
 
 def local_radius(size: tuple[int, ...]) -> int:

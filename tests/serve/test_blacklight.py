@@ -93,15 +93,33 @@ def test_distinct_images_are_not_flagged(digit_images: np.ndarray) -> None:
     assert flagged == []
 
 
-def test_same_image_twice_is_flagged(digit_images: np.ndarray) -> None:
-    # Blacklight's behaviour: a re-sent image matches itself. What to do with the
-    # flag (e.g. tolerate a few re-sends per key) is the server's policy.
+def _same_bins(image: np.ndarray, n: int) -> list[np.ndarray]:
+    """``n`` copies of ``image``, each with another pixel moved by one grey level within
+    its quantisation bin: other pixels, the same fingerprint."""
+    room = np.flatnonzero(image.reshape(-1) % 50 < 49)
+    copies = []
+    for i in room[:n]:
+        copy = image.copy()
+        copy.reshape(-1)[i] += 1
+        copies.append(copy)
+    return copies
+
+
+def test_an_exact_resend_passes_a_near_duplicate_is_flagged(digit_images: np.ndarray) -> None:
+    # A user re-sending the same photo is not an attack: an exact re-send is neither
+    # flagged nor stored again, by the same key or another one.
     det = BlacklightDetector()
     image = _smooth_images(1, seed=3)[0]
     assert not det.check("a", image)
-    assert det.check("b", image)
+    assert not det.check("b", image)
+    assert not det.check("a", image.copy())
+    assert len(det) == 1
+    near = _same_bins(image, 1)[0]
+    assert fingerprint(near) == fingerprint(image)
+    assert det.check("b", near)
     assert not det.check("a", digit_images[7])
-    assert det.check("a", digit_images[7])
+    assert not det.check("a", digit_images[7])
+    assert det.check("a", _sparse_rs_queries(digit_images[7], 1, seed=3)[0])
 
 
 def test_state_survives_a_restart(tmp_path: Path, digit_images: np.ndarray) -> None:
@@ -148,11 +166,11 @@ def test_memory_cap_evicts_the_oldest(tmp_path: Path) -> None:
 
 
 def test_eviction_of_shared_hashes() -> None:
-    # The same image stored several times shares every hash; evicting the copies one by
-    # one must leave the others matched, and the last one must leave no trace.
+    # Copies with the same fingerprint share every hash; evicting the copies one by one
+    # must leave the others matched, and the last one must leave no trace.
     image, other1, other2, other3 = _smooth_images(4, seed=8)
     det = BlacklightDetector(max_entries=3)
-    assert [det.check("a", image) for _ in range(3)] == [False, True, True]
+    assert [det.check("a", copy) for copy in _same_bins(image, 3)] == [False, True, True]
     n = len(fingerprint(image))
     assert det.max_matches(image) == n
     assert not det.check("b", other1)  # evicts the 1st copy
@@ -185,7 +203,9 @@ def test_check_is_thread_safe(tmp_path: Path, digit_images: np.ndarray) -> None:
     det.close()
     with BlacklightDetector(tmp_path / "threads.sqlite") as again:
         assert len(again) == 200
-        assert again.check("x", digit_images[42])  # seen by one of the threads
+        assert not again.check("x", digit_images[42])  # an exact re-send
+        near = _sparse_rs_queries(digit_images[42], 1, seed=42)[0]
+        assert again.check("x", near)  # near one that a thread sent
 
 
 @pytest.mark.skipif(not MNIST.exists(), reason="../shared/datasets/mnist is absent")

@@ -28,9 +28,12 @@ test images were flagged, against none with them.
 
 A query is flagged when it shares at least ``threshold`` of its hashes with a single
 earlier query (the threshold is scaled down in proportion when the image has fewer than
-``top_n`` hashed windows; an image without any, e.g. a blank one, is never flagged). Note that an image sent twice matches itself and IS flagged
-the second time; this is Blacklight's behaviour, and the server's policy decides what to
-do with such a flag.
+``top_n`` hashed windows; an image without any, e.g. a blank one, is never flagged).
+
+A third departure: an exact re-send of a stored query (the same pixels) is neither
+flagged nor stored again. Users re-send their photos; Blacklight as published flags the
+second copy, since it matches itself. An identical query tells an attacker nothing new
+about a deterministic model, so letting it through costs the defense nothing.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import numpy as np
 
 from pixelguard.errors import ConfigError, ShapeError
 
-__all__ = ["BlacklightDetector", "effective_window", "fingerprint"]
+__all__ = ["BlacklightDetector", "effective_window", "fingerprint", "pixel_digest"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +59,7 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 CREATE TABLE IF NOT EXISTS hashes (hash INTEGER NOT NULL, query_id INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS hashes_query ON hashes (query_id);
+CREATE TABLE IF NOT EXISTS digests (query_id INTEGER PRIMARY KEY, digest BLOB NOT NULL);
 """
 
 
@@ -71,6 +75,12 @@ def effective_window(n_values: int, window: int) -> int:
     if n_values >= 16 * window:
         return window
     return max(2, min(window, n_values // 8, n_values))
+
+
+def pixel_digest(image: np.ndarray) -> bytes:
+    """16 bytes that identify the image's exact pixels and shape."""
+    arr = np.ascontiguousarray(image)
+    return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).digest()[:16]
 
 
 def fingerprint(
@@ -177,8 +187,10 @@ class BlacklightDetector:
         # hash -> id of the stored query that has it, or a set of ids when several have
         # it (a set for each of the ~50 hashes of every query would triple the memory)
         self._index: dict[int, int | set[int]] = {}
-        # query id -> (key id, time, hashes), oldest first
-        self._queries: OrderedDict[int, tuple[str, float, tuple[int, ...]]] = OrderedDict()
+        # query id -> (key id, time, hashes, pixel digest), oldest first
+        self._queries: OrderedDict[int, tuple[str, float, tuple[int, ...], bytes]] = OrderedDict()
+        # pixel digest -> id of the stored query with exactly these pixels
+        self._digests: dict[bytes, int] = {}
         self._next_id = 1
         self._db: sqlite3.Connection | None = None
         if db_path is not None:
@@ -214,24 +226,29 @@ class BlacklightDetector:
                 "(SELECT id FROM queries ORDER BY id DESC LIMIT ?)",
                 (self.max_entries,),
             )
-            db.execute("DELETE FROM hashes WHERE query_id NOT IN (SELECT id FROM queries)")
+            for table in ("hashes", "digests"):
+                db.execute(f"DELETE FROM {table} WHERE query_id NOT IN (SELECT id FROM queries)")
             db.commit()
             rows = db.execute("SELECT id, key_id, ts FROM queries ORDER BY id").fetchall()
             per_query: dict[int, list[int]] = {qid: [] for qid, _, _ in rows}
             for h, qid in db.execute("SELECT hash, query_id FROM hashes"):
                 per_query[qid].append(h)
+            digests = dict(db.execute("SELECT query_id, digest FROM digests"))
         except BaseException:
             db.close()
             raise
         for qid, key_id, ts in rows:
-            self._store(qid, key_id, ts, tuple(per_query[qid]))
+            self._store(qid, key_id, ts, tuple(per_query[qid]), bytes(digests.get(qid, b"")))
         self._next_id = rows[-1][0] + 1 if rows else 1
         self._db = db
 
     # -- state -----------------------------------------------------------------------
 
-    def _store(self, qid: int, key_id: str, ts: float, hashes: tuple[int, ...]) -> None:
-        self._queries[qid] = (key_id, ts, hashes)
+    def _store(
+        self, qid: int, key_id: str, ts: float, hashes: tuple[int, ...], pixels: bytes
+    ) -> None:
+        self._queries[qid] = (key_id, ts, hashes, pixels)
+        self._digests[pixels] = qid
         index = self._index
         for h in hashes:
             ids = index.get(h)
@@ -243,7 +260,9 @@ class BlacklightDetector:
                 index[h] = {ids, qid}
 
     def _evict_oldest(self) -> int:
-        qid, (_, _, hashes) = self._queries.popitem(last=False)
+        qid, (_, _, hashes, pixels) = self._queries.popitem(last=False)
+        if self._digests.get(pixels) == qid:
+            del self._digests[pixels]
         index = self._index
         for h in hashes:
             ids = index.get(h)
@@ -300,16 +319,20 @@ class BlacklightDetector:
 
         Returns:
             ``True`` when some stored query shares at least :meth:`required_matches`
-            of this image's hashes.
+            of this image's hashes; ``False`` for an exact re-send of a stored query,
+            which is not stored again.
         """
+        pixels = pixel_digest(image)
         hashes = self.fingerprint(image)
         ts = time.time()
         with self._lock:
+            if pixels in self._digests:
+                return False
             _, best = self._best(hashes)
             flagged = best >= self.required_matches(len(hashes))
             qid = self._next_id
             self._next_id += 1
-            self._store(qid, key_id, ts, tuple(hashes))
+            self._store(qid, key_id, ts, tuple(hashes), pixels)
             evicted = []
             while len(self._queries) > self.max_entries:
                 evicted.append(self._evict_oldest())
@@ -319,8 +342,10 @@ class BlacklightDetector:
                     self._db.executemany(
                         "INSERT INTO hashes VALUES (?, ?)", [(h, qid) for h in hashes]
                     )
+                    self._db.execute("INSERT INTO digests VALUES (?, ?)", (qid, pixels))
                     for old in evicted:
-                        self._db.execute("DELETE FROM hashes WHERE query_id = ?", (old,))
+                        for table in ("hashes", "digests"):
+                            self._db.execute(f"DELETE FROM {table} WHERE query_id = ?", (old,))
                         self._db.execute("DELETE FROM queries WHERE id = ?", (old,))
         return flagged
 
@@ -329,11 +354,12 @@ class BlacklightDetector:
         with self._lock:
             self._index.clear()
             self._queries.clear()
+            self._digests.clear()
             self._next_id = 1
             if self._db is not None:
                 with self._db:
-                    self._db.execute("DELETE FROM hashes")
-                    self._db.execute("DELETE FROM queries")
+                    for table in ("hashes", "digests", "queries"):
+                        self._db.execute(f"DELETE FROM {table}")
 
     def __len__(self) -> int:
         """The number of stored queries."""

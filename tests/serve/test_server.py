@@ -21,6 +21,7 @@ from PIL import Image
 
 from pixelguard.errors import ConfigError
 from pixelguard.serve import KeyStore, create_app, hash_key
+from pixelguard.serve.limits import FailedKeyGuesses
 
 ALICE, BOB = "alice-secret-key", "bob-secret-key"
 
@@ -194,6 +195,39 @@ def test_quota_and_rate_answer_429_with_retry_after(digits_model, keys_file, ima
         limited = _post(client, body)
     assert codes == [200, 200, 429]
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+def test_key_guessing_locks_the_address_out(digits_model, keys_file, images) -> None:
+    body = {"image": png(images[0])}
+    app = create_app(digits_model, keys=_keys(keys_file), max_key_failures=3)
+    with serving(app) as client:
+        assert _post(client, body).status_code == 200
+        guesses = [_post(client, body, key=f"guess-{i}").status_code for i in range(3)]
+        locked = _post(client, body)  # even the right key, from this address
+        metrics = client.get("/metrics").text
+    assert guesses == [401, 401, 401]
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) >= 1
+    assert "too many invalid API keys" in locked.json()["error"]
+    assert 'pixelguard_rejections_total{cause="auth_lockout"} 1.0' in metrics
+
+
+def test_failed_key_guesses_count_within_a_window() -> None:
+    now = [0.0]
+    guesses = FailedKeyGuesses(3, window_s=60, lockout_s=300, max_addresses=2, clock=lambda: now[0])
+    for t in (0, 50, 120, 130):  # never three within a minute
+        now[0] = t
+        guesses.record("10.0.0.1")
+        assert guesses.refusal("10.0.0.1") is None
+    now[0] = 140
+    guesses.record("10.0.0.1")  # the third within a minute
+    refusal = guesses.refusal("10.0.0.1")
+    assert refusal is not None and refusal.retry_after == 300
+    assert guesses.refusal("10.0.0.2") is None
+    now[0] = 441
+    assert guesses.refusal("10.0.0.1") is None
+    for address in ("a", "b", "c"):
+        guesses.record(address)
+    assert set(guesses._failures) == {"b", "c"}  # bounded: the oldest address went first
 
 
 def test_a_key_removed_from_the_file_is_refused_without_restart(

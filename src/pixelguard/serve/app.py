@@ -34,7 +34,7 @@ from pixelguard.models.base import OutputKind
 from pixelguard.serve.audit import AuditLog, digest
 from pixelguard.serve.images import ImageRejected, decode_base64, decode_image
 from pixelguard.serve.keys import KeyStore
-from pixelguard.serve.limits import Limits
+from pixelguard.serve.limits import FailedKeyGuesses, Limits
 
 if TYPE_CHECKING:
     from pixelguard.models.base import Classifier
@@ -138,9 +138,11 @@ class _Server:
         max_pixels: int,
         audit: AuditLog | None,
         class_names: list[str] | None,
+        key_guesses: FailedKeyGuesses,
     ) -> None:
         self.model = model
         self.keys = keys
+        self.key_guesses = key_guesses
         self.output, self.k = parse_output(output)
         self.detector = detector
         self.on_detect = on_detect
@@ -159,11 +161,18 @@ class _Server:
     def authenticate(self, request: Request) -> str:
         if self.keys is None:
             return ANONYMOUS
+        address = request.client.host if request.client is not None else "unknown"
+        lockout = self.key_guesses.refusal(address)
+        if lockout is not None:
+            raise _Refused(
+                429, lockout.cause, lockout.reason, {"Retry-After": str(lockout.retry_after)}
+            )
         presented = request.headers.get("x-api-key")
-        if not presented:
-            raise _Refused(401, "auth", "missing API key: send it in the X-API-Key header")
-        key_id = self.keys.identify(presented)
+        key_id = self.keys.identify(presented) if presented else None
         if key_id is None:
+            self.key_guesses.record(address)
+            if not presented:
+                raise _Refused(401, "auth", "missing API key: send it in the X-API-Key header")
             raise _Refused(401, "auth", "invalid API key")
         return key_id
 
@@ -330,6 +339,7 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     audit_path: str | Path | None = None,
     class_names: list[str] | None = None,
+    max_key_failures: int = 20,
 ) -> FastAPI:
     """The guarded inference server for ``model`` as a FastAPI app (run it with uvicorn).
 
@@ -350,6 +360,8 @@ def create_app(
         max_pixels: largest image (width x height) decoded; checked from the header.
         audit_path: the JSON-lines audit log (None: no log).
         class_names: one name per class, added to answers.
+        max_key_failures: missing or wrong API keys from one client address within a
+            minute that lock the address out for 5 minutes (429 with Retry-After).
 
     Raises:
         ConfigError: no keys without ``no_auth``, an unknown ``output`` or
@@ -371,6 +383,7 @@ def create_app(
             raise ConfigError(f"{name} must be positive, got {value}")
     try:
         limits = Limits(rate_per_minute, quota)
+        key_guesses = FailedKeyGuesses(max_key_failures)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     server = _Server(
@@ -384,6 +397,7 @@ def create_app(
         max_pixels=max_pixels,
         audit=AuditLog(audit_path) if audit_path is not None else None,
         class_names=class_names,
+        key_guesses=key_guesses,
     )
     app = FastAPI(title="pixelguard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pixelguard = server

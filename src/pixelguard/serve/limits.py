@@ -92,3 +92,69 @@ class Limits:
                 self._buckets[key_id] = (tokens - images, now)
             self._used[key_id] = (today.date(), used + images)
             return None
+
+
+class FailedKeyGuesses:
+    """Locks out a client address after ``max_failures`` wrong or missing API keys within
+    ``window_s`` seconds, for ``lockout_s`` seconds (429 with Retry-After), so that keys
+    cannot be guessed at the server's speed. A correct key does not reset the count: an
+    address that guesses between its own valid requests is still counted.
+
+    At most ``max_addresses`` addresses are tracked; the one with the oldest failure is
+    dropped first, so a flood of addresses cannot exhaust memory.
+
+    Args:
+        max_failures: failures within the window that lock the address out.
+        window_s: how far back failures count.
+        lockout_s: how long a locked-out address is refused.
+        max_addresses: addresses tracked at most.
+        clock: seconds, monotonic (for tests).
+    """
+
+    def __init__(
+        self,
+        max_failures: int = 20,
+        window_s: float = 60.0,
+        lockout_s: float = 300.0,
+        *,
+        max_addresses: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(max_failures, int) or max_failures < 1:
+            raise ValueError(f"max_failures must be a positive integer, got {max_failures!r}")
+        if window_s <= 0 or lockout_s <= 0 or max_addresses < 1:
+            raise ValueError("window_s, lockout_s and max_addresses must be positive")
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.lockout_s = lockout_s
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._lock = threading.Lock()
+        # address -> (times of its recent failures, end of its lockout or 0)
+        self._failures: dict[str, tuple[list[float], float]] = {}
+
+    def refusal(self, address: str) -> Refusal | None:
+        """A :class:`Refusal` while ``address`` is locked out, else None."""
+        now = self._clock()
+        with self._lock:
+            _, until = self._failures.get(address, ((), 0.0))
+        if until > now:
+            return Refusal(
+                "auth_lockout",
+                f"too many invalid API keys from this address; retry after "
+                f"{math.ceil(until - now)} s",
+                max(1, math.ceil(until - now)),
+            )
+        return None
+
+    def record(self, address: str) -> None:
+        """Count one failed key from ``address``; lock it out at ``max_failures``."""
+        now = self._clock()
+        with self._lock:
+            times, until = self._failures.pop(address, ([], 0.0))
+            times = [t for t in times if now - t < self.window_s] + [now]
+            if len(times) >= self.max_failures:
+                until, times = now + self.lockout_s, []
+            self._failures[address] = (times, until)  # re-inserted: newest last
+            while len(self._failures) > self.max_addresses:
+                del self._failures[next(iter(self._failures))]

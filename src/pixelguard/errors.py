@@ -27,6 +27,11 @@ class ModelError(PixelguardError):
     """A model cannot be loaded, or it returned something that is not class scores."""
 
 
+class QueryRejected(ModelError):
+    """The endpoint refused to answer a query (HTTP 403), e.g. a stateful defense that
+    flagged it as part of a query attack."""
+
+
 class CapabilityError(PixelguardError):
     """An attack needs something the model does not offer (gradients, scores)."""
 

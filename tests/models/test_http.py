@@ -27,7 +27,13 @@ import torch
 from PIL import Image
 
 import pixelguard.models.http.transport as transport
-from pixelguard.errors import ConfigError, ModelError, QueryBudgetExceeded, ShapeError
+from pixelguard.errors import (
+    ConfigError,
+    ModelError,
+    QueryBudgetExceeded,
+    QueryRejected,
+    ShapeError,
+)
 from pixelguard.models.base import Classifier, OutputKind
 from pixelguard.models.http import (
     EndpointConfig,
@@ -427,6 +433,15 @@ def test_client_errors_fail_at_once(stub: Stub, status: int, waits: list[float])
         m.predict(images(1))
     assert stub.requests == 1 and waits == []
     assert m.stats["retries"] == 0 and m.stats["requests_failed"] == 1
+
+
+def test_a_403_is_a_rejected_query(stub: Stub, waits: list[float]) -> None:
+    # A stateful defense (pixelguard serve --on-detect reject) answers 403: not retried
+    # as such, but distinguishable, so an adaptive attacker can react to it.
+    stub.fail(Fault(status=403, body=b'{"error": "query rejected"}'))
+    with pytest.raises(QueryRejected, match="HTTP 403.*query rejected"):
+        model(stub).predict(images(1))
+    assert stub.requests == 1 and waits == []
 
 
 def test_redirect_not_followed(stub: Stub) -> None:

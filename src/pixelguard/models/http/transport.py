@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from pixelguard._version import __version__
-from pixelguard.errors import ModelError
+from pixelguard.errors import ModelError, QueryRejected
 from pixelguard.models.http.budget import WireBudget, WireStats
 from pixelguard.models.http.codec import MalformedReply, excerpt
 from pixelguard.models.http_config import EndpointConfig
@@ -144,6 +144,7 @@ class Transport:
 
         Raises:
             _TransientError: 429, 5xx, connection error, timeout.
+            QueryRejected: 403, the endpoint refused this query.
             ModelError: any other HTTP error (4xx, 3xx), or a TLS certificate failure.
         """
         request = urllib.request.Request(
@@ -170,6 +171,8 @@ class Transport:
                 ) from None
             if 300 <= status < 400:
                 message += " (redirects are not followed; put the final URL in the config)"
+            if status == 403:
+                raise QueryRejected(f"{self.url} answered {message}") from None
             raise ModelError(f"{self.url} answered {message}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -219,3 +219,23 @@ def test_mnist_false_positives_are_measured(capsys: pytest.CaptureFixture[str]) 
     seconds = time.perf_counter() - start
     with capsys.disabled():
         print(f"\nBlacklight: {flagged} of 2,000 MNIST test images flagged ({seconds:.1f} s)")
+
+
+def test_centred_bins_hold_against_small_noise() -> None:
+    # Black-and-white 28x28 strokes (MNIST-like): noise of up to 6 grey levels per pixel
+    # moves white (255) across the paper's bin edge at 250, not across a centred one.
+    g = torch.Generator().manual_seed(9)
+    low = torch.rand(1, 1, 7, 7, generator=g)
+    up = torch.nn.functional.interpolate(low, size=(28, 28), mode="bilinear", align_corners=False)
+    base = np.where(up[0, 0].numpy() > 0.6, 255, 0).astype(np.uint8)
+    rng = np.random.default_rng(9)
+    noisy = [
+        np.clip(q.astype(np.int16) + rng.integers(-6, 7, q.shape), 0, 255).astype(np.uint8)
+        for q in _sparse_rs_queries(base, 10, seed=9)
+    ]
+    rates = {}
+    for centred in (False, True):
+        det = BlacklightDetector(centred=centred)
+        det.check("a", base)
+        rates[centred] = sum(det.check("a", q) for q in noisy) / len(noisy)
+    assert rates[True] >= 0.9 and rates[False] <= 0.5, rates

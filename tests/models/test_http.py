@@ -654,6 +654,9 @@ def test_user_headers_replace_defaults(stub: Stub) -> None:
         ({"layout": "hwc"}, "layout"),
         ({"mean": [0.5, 0.5]}, "mean"),
         ({"batch": "yes"}, "batch"),
+        ({"top_k_fields": ["class"], "num_classes": 4}, "top_k_fields"),
+        ({"top_k_fields": ["class", "p"]}, "num_classes"),
+        ({"top_k_fields": ["class", "p"], "num_classes": 4, "output": "labels"}, "top_k_fields"),
     ],
 )
 def test_invalid_config_names_the_field(fields: dict[str, Any], name: str) -> None:
@@ -705,6 +708,7 @@ def test_redact_url_drops_credentials_and_query() -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "examples").glob("endpoint-*")))
 def test_example_configs_load(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_KEY", "example-key")
+    monkeypatch.setenv("PIXELGUARD_KEY", "example-key")
     cfg = EndpointConfig.from_file(REPO / "examples" / name)
     assert cfg.input_shape[0] in (1, 3)
 

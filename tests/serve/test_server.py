@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 import uvicorn
 from PIL import Image
 
 from pixelguard.errors import ConfigError
+from pixelguard.models.http import EndpointConfig, HttpClassifier
 from pixelguard.serve import KeyStore, create_app, hash_key
 from pixelguard.serve.limits import FailedKeyGuesses
 
@@ -179,6 +181,48 @@ def test_topk_and_probabilities(digits_model, keys_file, images) -> None:
         assert len(all_row["probabilities"]) == 10 and abs(sum(all_row["probabilities"]) - 1) < 1e-3
         assert all_row["label"] == row["label"]
         assert all_row["probabilities"][row["label"]] == row["top_k"][0]["probability"]
+
+
+def _endpoint(client: httpx.Client, **fields) -> EndpointConfig:
+    """pixelguard's own HTTP adapter pointed at the server, one image per request."""
+    return EndpointConfig.from_dict(
+        {
+            "url": f"{str(client.base_url).rstrip('/')}/v1/classify",
+            "input_shape": [1, 8, 8],
+            "encoding": "png",
+            "request_field": "image",
+            "headers": {"X-API-Key": ALICE},
+            "num_classes": 10,
+            "concurrency": 1,
+            "cache": False,
+            **fields,
+        }
+    )
+
+
+def test_the_http_adapter_reads_every_reveal_level(digits_model, keys_file, correct_digits) -> None:
+    x = correct_digits[0][:4]
+    rows = {}
+    for reveal, fields in (
+        ("probabilities", {"response_path": "predictions[0].probabilities"}),
+        (
+            "topk:2",
+            {"response_path": "predictions[0].top_k", "top_k_fields": ["class", "probability"]},
+        ),
+        ("label", {"response_path": "predictions[0].label", "output": "labels"}),
+    ):
+        app = create_app(digits_model, keys=_keys(keys_file), output=reveal)
+        with serving(app) as client:
+            rows[reveal] = HttpClassifier(_endpoint(client, **fields)).predict(x)
+    full, top2, label = rows["probabilities"], rows["topk:2"], rows["label"]
+    expected = digits_model.predict(x).softmax(dim=1)
+    assert torch.allclose(full, expected, atol=1e-3)
+    assert ((top2 > 0).sum(dim=1) <= 2).all()
+    kept = top2 > 0
+    assert torch.allclose(top2[kept], full[kept], atol=1e-6)
+    assert torch.equal(top2.argmax(dim=1), full.argmax(dim=1))
+    assert torch.equal(label.argmax(dim=1), full.argmax(dim=1))
+    assert set(label.unique().tolist()) == {0.0, 1.0}  # the label level leaks no score
 
 
 def test_quota_and_rate_answer_429_with_retry_after(digits_model, keys_file, images) -> None:

@@ -64,6 +64,11 @@ class EndpointConfig:
         response_path: where the scores are in the reply, e.g. ``"predictions"``,
             ``"result.scores"``, ``"data[0].probs"``; ``""`` is the whole reply. For
             batched requests it points at the list of per-image results.
+        top_k_fields: for a reply that lists only the top classes, as objects such as
+            ``{"class": 3, "probability": 0.91}``: the names of the class field (an
+            index, or a name from ``class_names``) and of the score field, e.g.
+            ``["class", "probability"]``. The classes left out score 0. Needs
+            ``num_classes`` or ``class_names``.
         output: ``"logits"``, ``"probabilities"`` or ``"labels"`` (the reply holds a
             class index, or a class name from ``class_names``); None detects scores
             from the first reply.
@@ -103,6 +108,7 @@ class EndpointConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     response_path: str = "predictions"
+    top_k_fields: tuple[str, str] | None = None
     output: OutputKind | None = None
     class_names: tuple[str, ...] | None = None
     num_classes: int | None = None
@@ -263,6 +269,21 @@ class EndpointConfig:
             or self.num_classes < 2
         ):
             raise ConfigError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
+        if self.top_k_fields is not None:
+            fields = tuple(self.top_k_fields)
+            if len(fields) != 2 or not all(isinstance(f, str) and f for f in fields):
+                raise ConfigError(
+                    "top_k_fields must be two field names, the class and its score, e.g. "
+                    f'["class", "probability"], got {self.top_k_fields!r}'
+                )
+            object.__setattr__(self, "top_k_fields", fields)
+            if self.num_classes is None:
+                raise ConfigError(
+                    "num_classes (or class_names) is required with top_k_fields: a top-k "
+                    "reply does not say how many classes there are"
+                )
+            if self.output is OutputKind.LABELS:
+                raise ConfigError("top_k_fields reads scores; it cannot go with output 'labels'")
         if self.output is OutputKind.LABELS and self.num_classes is None:
             raise ConfigError(
                 "num_classes (or class_names) is required when output is 'labels': "

@@ -137,6 +137,8 @@ class Codec:
         return np.stack(rows)
 
     def _scores(self, item: object, where: str) -> np.ndarray:
+        if self.config.top_k_fields is not None:
+            return self._top_k(item, where)
         if (
             not self.config.batch
             and isinstance(item, list)
@@ -154,6 +156,32 @@ class Codec:
         if len(item) < 2:
             raise MalformedReply(f"expected at least 2 scores at {where}, got {len(item)}")
         return np.asarray(item, dtype=np.float32)
+
+    def _top_k(self, item: object, where: str) -> np.ndarray:
+        """A full score row from a list of ``{class: ..., score: ...}`` objects; the
+        classes left out score 0."""
+        class_field, score_field = self.config.top_k_fields or ("", "")
+        k = self.num_classes or 0
+        if not isinstance(item, list) or not item:
+            raise MalformedReply(
+                f"expected a non-empty list of top classes at {where}, got {_kind(item)}"
+            )
+        row = np.zeros(k, dtype=np.float32)
+        for j, entry in enumerate(item):
+            at = f"{where}[{j}]"
+            if not isinstance(entry, dict) or class_field not in entry or score_field not in entry:
+                raise MalformedReply(
+                    f"expected an object with {class_field!r} and {score_field!r} at {at}, "
+                    f"got {excerpt(json.dumps(entry).encode())!r}"
+                )
+            label = self._one_hot(entry[class_field], f"{at}.{class_field}", k).argmax()
+            score = entry[score_field]
+            if not isinstance(score, (int, float)) or isinstance(score, bool):
+                raise MalformedReply(f"non-numeric score {_kind(score)} at {at}.{score_field}")
+            if not math.isfinite(score):
+                raise MalformedReply(f"non-finite score {score} at {at}.{score_field}")
+            row[label] = score
+        return row
 
     def _one_hot(self, item: object, where: str, k: int) -> np.ndarray:
         names = self.config.class_names

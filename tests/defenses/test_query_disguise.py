@@ -82,6 +82,11 @@ def test_rejections_are_retried_with_a_stronger_disguise(digits_model, correct_d
     wrapped = DisguisedQueries(RejectsFirst(digits_model, 2), noise=0.01, retries=2, seed=0)
     assert wrapped.predict(x).shape == (3, 10)
     assert wrapped.rejections == 2
+    # kept 4x stronger after two rejections, relaxed by 2 ** -0.25 per accepted image
+    assert wrapped.strength == pytest.approx(4 * 2**-0.75)
+    for _ in range(12):
+        wrapped.predict(x)
+    assert wrapped.strength == 1.0
     stubborn = DisguisedQueries(RejectsFirst(digits_model, 10), noise=0.01, retries=2, seed=0)
     with pytest.raises(QueryRejected):
         stubborn.predict(x)

@@ -13,8 +13,10 @@ transformation, and every image the server sees is new to its memory.
 When the endpoint rejects a query as an attack
 (:class:`~pixelguard.errors.QueryRejected`, e.g. HTTP 403 from ``pixelguard serve
 --on-detect reject``), the query is sent again with a fresh transform ``escalate``
-times as strong, up to ``retries`` times, so the defense's own rejections steer the
-disguise, after OARS. Every try is a query and counts against the wire budget.
+times as strong, up to ``retries`` times, and the stronger disguise is kept for the
+next queries; each accepted query relaxes it by ``escalate ** -0.25``, never below
+the starting strength. So the defense's own rejections steer the disguise to the
+weakest one it lets through, after OARS. Every try is a query the server sees.
 
 What success means changes: the server answers on the disguised image, so a query the
 server misclassifies is an image that fooled it, but it is the original photo shifted
@@ -67,7 +69,8 @@ class DisguisedQueries(ClassifierWrapper):
         shift: largest translation in pixels, per axis (0: none).
         noise: largest uniform noise per pixel, in [0, 1] units (0: none).
         retries: how often a rejected query is sent again with a new disguise.
-        escalate: factor on ``shift`` and ``noise`` for each retry of a rejected query.
+        escalate: factor on ``shift`` and ``noise`` after a rejected query (kept for
+            later queries; each accepted one relaxes it by ``escalate ** -0.25``).
         seed: seed of the random transforms (None: fresh randomness).
 
     Shape:
@@ -104,6 +107,8 @@ class DisguisedQueries(ClassifierWrapper):
         self.generator = torch.Generator().manual_seed(self.seed)
         self.rejections = 0
         """Queries the endpoint rejected (each was sent again while retries lasted)."""
+        self.strength = 1.0
+        """The disguise's current strength, a factor on ``shift`` and ``noise``."""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -149,15 +154,16 @@ class DisguisedQueries(ClassifierWrapper):
 
     def _send(self, x: torch.Tensor) -> torch.Tensor:
         """One image, sent again with a stronger disguise after each rejection."""
-        strength = 1.0
-        for _ in range(self.retries):
+        attempt = 0
+        while True:
             try:
-                return self.model.predict(self.disguise(x, strength))
+                scores = self.model.predict(self.disguise(x, self.strength))
             except QueryRejected:
                 self.rejections += 1
-                strength *= self.escalate
-        try:
-            return self.model.predict(self.disguise(x, strength))
-        except QueryRejected:
-            self.rejections += 1
-            raise
+                if attempt == self.retries:
+                    raise
+                attempt += 1
+                self.strength *= self.escalate
+                continue
+            self.strength = max(1.0, self.strength * self.escalate**-0.25)
+            return scores

@@ -96,3 +96,18 @@ def test_serve_answers_over_http(tmp_path, digits_model, digits) -> None:
         output = process.communicate(timeout=20)[0].decode()
     assert "serving" in output
     assert json.loads((tmp_path / "audit.jsonl").read_text())["key_id"] == "alice"
+
+
+def test_serve_knn_without_a_penultimate_layer_exits_2(tmp_path) -> None:
+    """--stateful knn needs an nn.Linear to read features from, or --knn-encoder."""
+    (tmp_path / "net.py").write_text(
+        "import torch\n\n\ndef make():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(1, 10, 8), torch.nn.Flatten())\n"
+    )
+    result = CliRunner().invoke(
+        app,
+        ["serve", "--model", f"{tmp_path / 'net.py'}:make", "--input-shape", "1,8,8"]
+        + ["--batch-size", "8", "--no-auth", "--stateful", "knn"],
+    )
+    assert result.exit_code == 2
+    assert_one_line_error(result, "no nn.Linear", "--knn-encoder")

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pixelguard.cli import options as opt
 from pixelguard.errors import ConfigError, missing_dependency
 
+if TYPE_CHECKING:
+    from pixelguard.models.base import Classifier
+    from pixelguard.serve.app import Detector
+    from pixelguard.serve.knn import FeatureKnnDetector
+
 SERVE_PANEL = "Server options"
-STATEFUL = ("blacklight", "off")
+KNN_PANEL = "Feature k-NN detector options (--stateful knn)"
+STATEFUL = ("blacklight", "knn", "off")
+KNN_SCOPES = ("all", "key")
+KNN_K = 10
+"""The default ``--knn-k``: :data:`pixelguard.serve.knn.DEFAULT_K`, spelled out so that
+``--help`` imports no torch (``tests/serve/test_knn.py`` checks that they agree)."""
 
 
 @opt.with_options(model_options=opt.ModelOptions)
@@ -22,10 +32,50 @@ def serve_command(
     stateful: Annotated[
         str,
         typer.Option(
-            help="Stateful detection of query attacks: blacklight or off.",
+            help="Stateful detection of query attacks: blacklight (near-duplicate pixels), "
+            "knn (feature-space k nearest neighbours, Chen et al.) or off.",
             rich_help_panel=SERVE_PANEL,
         ),
     ] = "off",
+    knn_encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Torch module mapping float32 NCHW [0, 1] images to (N, D) features: "
+            "file.py:factory or a TorchScript .pt (default: the served model's penultimate "
+            "layer, the input of its last nn.Linear).",
+            rich_help_panel=KNN_PANEL,
+        ),
+    ] = None,
+    knn_k: Annotated[
+        int,
+        typer.Option(help="Nearest neighbours averaged.", rich_help_panel=KNN_PANEL),
+    ] = KNN_K,
+    knn_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Flag a query whose mean distance to its k nearest recent queries (unit-norm "
+            "features) is below this (default: calibrated on --calibration-data for a 0.1% "
+            "false-positive rate).",
+            rich_help_panel=KNN_PANEL,
+        ),
+    ] = None,
+    knn_scope: Annotated[
+        str,
+        typer.Option(
+            help="Compare a query with recent queries of all keys (all: catches attacks "
+            "spread over many keys) or of its own key only (key).",
+            rich_help_panel=KNN_PANEL,
+        ),
+    ] = "all",
+    calibration_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Clean images (the test split) to calibrate the threshold on, as --data of "
+            "other commands: 'digits', .npz, a folder of class folders, MNIST IDX or CIFAR-10 "
+            "batches (default: digits, for models of 1x8x8 images).",
+            rich_help_panel=KNN_PANEL,
+        ),
+    ] = None,
     state_db: Annotated[
         Path | None,
         typer.Option(
@@ -106,7 +156,25 @@ def serve_command(
     if keys is not None and no_auth:
         raise ConfigError("--keys and --no-auth exclude each other")
     if stateful not in STATEFUL:
-        raise ConfigError(f"--stateful must be blacklight or off, got {stateful!r}")
+        raise ConfigError(f"--stateful must be blacklight, knn or off, got {stateful!r}")
+    knn_given = [
+        flag
+        for flag, value, default in (
+            ("--knn-encoder", knn_encoder, None),
+            ("--knn-k", knn_k, KNN_K),
+            ("--knn-threshold", knn_threshold, None),
+            ("--knn-scope", knn_scope, "all"),
+            ("--calibration-data", calibration_data, None),
+        )
+        if value != default
+    ]
+    if stateful != "knn" and knn_given:
+        verb = "applies" if len(knn_given) == 1 else "apply"
+        raise ConfigError(f"{', '.join(knn_given)} {verb} only with --stateful knn")
+    if knn_scope not in KNN_SCOPES:
+        raise ConfigError(f"--knn-scope must be all or key, got {knn_scope!r}")
+    if knn_threshold is not None and calibration_data is not None:
+        raise ConfigError("--knn-threshold and --calibration-data exclude each other")
     for module, package in (
         ("fastapi", "fastapi"),
         ("uvicorn", "uvicorn"),
@@ -127,11 +195,22 @@ def serve_command(
     loaded = model_options.load(model)
     opt.echo_detected(loaded)
     classifier, _ = opt.apply_defense(loaded, defense)
-    detector = None
+    detector: Detector | None = None
     if stateful == "blacklight":
         from pixelguard.serve.blacklight import BlacklightDetector
 
         detector = BlacklightDetector(db_path=state_db)
+    elif stateful == "knn":
+        detector = _knn_detector(
+            classifier,
+            encoder=knn_encoder,
+            k=knn_k,
+            threshold=knn_threshold,
+            scope=knn_scope,
+            calibration_data=calibration_data,
+            state_db=state_db,
+            model_options=model_options,
+        )
     app = create_app(
         classifier,
         keys=store,
@@ -146,3 +225,59 @@ def serve_command(
     )
     typer.echo(f"serving {model} on http://{host}:{port}/v1/classify (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _knn_detector(
+    classifier: Classifier,
+    *,
+    encoder: str | None,
+    k: int,
+    threshold: float | None,
+    scope: str,
+    calibration_data: str | None,
+    state_db: Path | None,
+    model_options: opt.ModelOptions,
+) -> FeatureKnnDetector:
+    """The feature k-NN detector of ``--stateful knn``, its threshold calibrated on clean
+    images unless ``--knn-threshold`` gives it (the threshold is printed)."""
+    from pixelguard.serve.knn import (
+        DEFAULT_FPR,
+        DEFAULT_MAX_ENTRIES,
+        FeatureKnnDetector,
+        calibrate_threshold,
+        load_encoder,
+        penultimate_encoder,
+    )
+
+    shape = classifier.input_shape
+    features = (
+        penultimate_encoder(classifier)
+        if encoder is None
+        else load_encoder(
+            encoder,
+            shape,
+            device=model_options.device,
+            trust_pickle=model_options.trust_pickle,
+        )
+    )
+    if threshold is None:
+        spec = calibration_data or "digits"
+        clean = opt.DataOptions().load(spec)
+        if clean.image_shape != shape:
+            given = "" if calibration_data else " (the default, digits)"
+            raise ConfigError(
+                f"--calibration-data {spec}{given} holds {_shape(clean.image_shape)} images but "
+                f"the model takes {_shape(shape)}: give clean images of its size to calibrate "
+                "the feature k-NN threshold on, or --knn-threshold"
+            )
+        threshold = calibrate_threshold(features, clean.x, k=k)
+        typer.echo(
+            f"knn     threshold {threshold:.4g} (k={k}), calibrated on {len(clean)} clean images "
+            f"of {spec} for {DEFAULT_FPR:.1%} false positives; a buffer of more queries than "
+            f"that (it keeps up to {DEFAULT_MAX_ENTRIES:,}) flags more clean ones"
+        )
+    return FeatureKnnDetector(features, state_db, threshold=threshold, k=k, scope=scope)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))

@@ -37,6 +37,12 @@ def test_serve_with_keys_and_no_auth_exits_2(tmp_path) -> None:
     assert_one_line_error(result, "exclude each other")
 
 
+def test_serve_with_no_key_failures_allowed_exits_2(tmp_path) -> None:
+    result = _serve("--keys", str(tmp_path / "keys.toml"), "--max-key-failures", "0")
+    assert result.exit_code == 2
+    assert_one_line_error(result, "--max-key-failures")
+
+
 def test_serve_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "fastapi", None)
     result = _serve("--no-auth")
@@ -47,7 +53,16 @@ def test_serve_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
 def test_serve_help_lists_the_server_options() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--keys", "--no-auth", "--reveal", "--on-detect", "--stateful", "--quota"):
+    for option in (
+        "--keys",
+        "--no-auth",
+        "--reveal",
+        "--on-detect",
+        "--stateful",
+        "--quota",
+        "--max-key-failures",
+        "--knn-threshold",
+    ):
         assert option in result.stdout
 
 

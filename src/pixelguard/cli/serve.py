@@ -133,6 +133,14 @@ def serve_command(
             help="Images per key per UTC day (default: no quota).", rich_help_panel=SERVE_PANEL
         ),
     ] = None,
+    max_key_failures: Annotated[
+        int,
+        typer.Option(
+            help="Wrong or missing API keys from one address within a minute that lock it "
+            "out for 5 minutes.",
+            rich_help_panel=SERVE_PANEL,
+        ),
+    ] = 20,
     audit: Annotated[
         Path | None,
         typer.Option(
@@ -155,6 +163,8 @@ def serve_command(
         )
     if keys is not None and no_auth:
         raise ConfigError("--keys and --no-auth exclude each other")
+    if max_key_failures < 1:
+        raise ConfigError(f"--max-key-failures must be at least 1, got {max_key_failures}")
     if stateful not in STATEFUL:
         raise ConfigError(f"--stateful must be blacklight, knn or off, got {stateful!r}")
     knn_given = [
@@ -222,6 +232,7 @@ def serve_command(
         quota=quota,
         audit_path=audit,
         class_names=names,
+        max_key_failures=max_key_failures,
     )
     typer.echo(f"serving {model} on http://{host}:{port}/v1/classify (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -384,7 +384,7 @@ def create_app(
     try:
         limits = Limits(rate_per_minute, quota)
         key_guesses = FailedKeyGuesses(max_key_failures)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     server = _Server(
         model,

@@ -101,7 +101,7 @@ class Watched(ClassifierWrapper):
 
     def __init__(self, model) -> None:
         super().__init__(model)
-        self.detector = BlacklightDetector()
+        self.detector = BlacklightDetector(neighbours=1)
         self.flags: list[bool] = []
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ distinct images are not, and the state survives a restart and stays bounded."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ import torch
 
 from pixelguard.errors import ConfigError, ShapeError
 from pixelguard.serve.blacklight import BlacklightDetector, effective_window, fingerprint
+
+Blacklight = functools.partial(BlacklightDetector, neighbours=1)
+"""The paper's rule: one earlier near-duplicate flags a query."""
 
 MNIST = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "mnist"
 
@@ -68,7 +72,7 @@ def test_sparse_rs_like_queries_are_flagged_early(source: str, digit_images: np.
     bases = digit_images[:10] if source == "digits" else _smooth_images(10, seed=1)
     first = []
     for k, base in enumerate(bases):
-        det = BlacklightDetector()
+        det = Blacklight()
         flags = [det.check("attacker", q) for q in _sparse_rs_queries(base, 20, seed=k)]
         assert not flags[0]
         assert True in flags[:4], flags
@@ -84,11 +88,11 @@ def test_sparse_rs_like_queries_are_flagged_early(source: str, digit_images: np.
 
 
 def test_distinct_images_are_not_flagged(digit_images: np.ndarray) -> None:
-    det = BlacklightDetector()
+    det = Blacklight()
     flagged = [i for i, im in enumerate(digit_images[:400]) if det.check("user", im)]
     assert flagged == []
     assert len(det) == 400
-    det = BlacklightDetector()
+    det = Blacklight()
     flagged = [i for i, im in enumerate(_smooth_images(300, seed=2)) if det.check("user", im)]
     assert flagged == []
 
@@ -108,7 +112,7 @@ def _same_bins(image: np.ndarray, n: int) -> list[np.ndarray]:
 def test_an_exact_resend_passes_a_near_duplicate_is_flagged(digit_images: np.ndarray) -> None:
     # A user re-sending the same photo is not an attack: an exact re-send is neither
     # flagged nor stored again, by the same key or another one.
-    det = BlacklightDetector()
+    det = Blacklight()
     image = _smooth_images(1, seed=3)[0]
     assert not det.check("a", image)
     assert not det.check("b", image)
@@ -126,12 +130,12 @@ def test_state_survives_a_restart(tmp_path: Path, digit_images: np.ndarray) -> N
     db = tmp_path / "state" / "blacklight.sqlite"
     base = _smooth_images(1, seed=4)[0]
     first, second = _sparse_rs_queries(base, 2, seed=5)
-    with BlacklightDetector(db) as det:
+    with Blacklight(db) as det:
         assert not det.check("a", first)
         for im in digit_images[:5]:
             det.check("b", im)
         assert len(det) == 6
-    det = BlacklightDetector(db)
+    det = Blacklight(db)
     try:
         assert len(det) == 6
         assert det.check("c", second)
@@ -140,7 +144,7 @@ def test_state_survives_a_restart(tmp_path: Path, digit_images: np.ndarray) -> N
         assert len(det) == 0
     finally:
         det.close()
-    with BlacklightDetector(db) as det:
+    with Blacklight(db) as det:
         assert len(det) == 0
         assert not det.check("a", second)
     with pytest.raises(ConfigError, match="made with"):
@@ -151,7 +155,7 @@ def test_memory_cap_evicts_the_oldest(tmp_path: Path) -> None:
     images = _smooth_images(21, seed=6)
     first, near = _sparse_rs_queries(images[0], 2, seed=7)
     for db in (None, tmp_path / "capped.sqlite"):
-        det = BlacklightDetector(db, max_entries=10)
+        det = Blacklight(db, max_entries=10)
         assert not det.check("a", first)
         assert det.max_matches(near) >= 25  # matched while it is stored
         for im in images[1:]:
@@ -161,7 +165,7 @@ def test_memory_cap_evicts_the_oldest(tmp_path: Path) -> None:
         assert not det.check("a", near)
         det.close()
         if db is not None:
-            with BlacklightDetector(db, max_entries=10) as again:
+            with Blacklight(db, max_entries=10) as again:
                 assert len(again) == 10
 
 
@@ -169,7 +173,7 @@ def test_eviction_of_shared_hashes() -> None:
     # Copies with the same fingerprint share every hash; evicting the copies one by one
     # must leave the others matched, and the last one must leave no trace.
     image, other1, other2, other3 = _smooth_images(4, seed=8)
-    det = BlacklightDetector(max_entries=3)
+    det = Blacklight(max_entries=3)
     assert [det.check("a", copy) for copy in _same_bins(image, 3)] == [False, True, True]
     n = len(fingerprint(image))
     assert det.max_matches(image) == n
@@ -182,7 +186,7 @@ def test_eviction_of_shared_hashes() -> None:
 
 
 def test_check_is_thread_safe(tmp_path: Path, digit_images: np.ndarray) -> None:
-    det = BlacklightDetector(tmp_path / "threads.sqlite")
+    det = Blacklight(tmp_path / "threads.sqlite")
     results: dict[int, list[bool]] = {}
     errors: list[BaseException] = []
 
@@ -201,7 +205,7 @@ def test_check_is_thread_safe(tmp_path: Path, digit_images: np.ndarray) -> None:
     assert len(det) == 200
     assert not any(any(r) for r in results.values())
     det.close()
-    with BlacklightDetector(tmp_path / "threads.sqlite") as again:
+    with Blacklight(tmp_path / "threads.sqlite") as again:
         assert len(again) == 200
         assert not again.check("x", digit_images[42])  # an exact re-send
         near = _sparse_rs_queries(digit_images[42], 1, seed=42)[0]
@@ -213,7 +217,7 @@ def test_mnist_false_positives_are_measured(capsys: pytest.CaptureFixture[str]) 
     import pixelguard
 
     images = _to_uint8(pixelguard.load_data(str(MNIST), split="test").x[:2000])
-    det = BlacklightDetector()
+    det = Blacklight()
     start = time.perf_counter()
     flagged = sum(det.check("user", im) for im in images)
     seconds = time.perf_counter() - start
@@ -235,7 +239,23 @@ def test_centred_bins_hold_against_small_noise() -> None:
     ]
     rates = {}
     for centred in (False, True):
-        det = BlacklightDetector(centred=centred)
+        det = Blacklight(centred=centred)
         det.check("a", base)
         rates[centred] = sum(det.check("a", q) for q in noisy) / len(noisy)
     assert rates[True] >= 0.9 and rates[False] <= 0.5, rates
+
+
+def test_neighbours_let_a_photo_be_resent_and_flag_an_attack_later(digit_images) -> None:
+    image = _smooth_images(1, seed=11)[0]
+    # The same photo sent 4 times, each time with other pixels in the same bins (as a
+    # photo saved anew): near-duplicates of 0, 1, 2 and 3 earlier queries.
+    copies = _same_bins(image, 5)
+    det = BlacklightDetector()
+    assert det.neighbours == 4
+    assert [det.check("user", c) for c in copies] == [False, False, False, False, True]
+    queries = _sparse_rs_queries(digit_images[3], 12, seed=11)
+    det = BlacklightDetector()
+    flags = [det.check("attacker", q) for q in queries]
+    first = flags.index(True)
+    assert 4 <= first <= 8, flags  # the 5th query at the earliest (index 4)
+    assert sum(flags[first:]) >= len(flags[first:]) - 2

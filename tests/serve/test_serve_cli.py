@@ -37,10 +37,18 @@ def test_serve_with_keys_and_no_auth_exits_2(tmp_path) -> None:
     assert_one_line_error(result, "exclude each other")
 
 
-def test_serve_with_no_key_failures_allowed_exits_2(tmp_path) -> None:
-    result = _serve("--keys", str(tmp_path / "keys.toml"), "--max-key-failures", "0")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--max-key-failures", "0"],
+        ["--stateful", "blacklight", "--blacklight-neighbours", "0"],
+        ["--blacklight-neighbours", "2"],  # without --stateful blacklight
+    ],
+)
+def test_serve_bad_guard_settings_exit_2(tmp_path, args: list[str]) -> None:
+    result = _serve("--keys", str(tmp_path / "keys.toml"), *args)
     assert result.exit_code == 2
-    assert_one_line_error(result, "--max-key-failures")
+    assert_one_line_error(result, args[-2])
 
 
 def test_serve_without_fastapi_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

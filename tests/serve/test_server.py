@@ -358,7 +358,7 @@ def test_blacklight_rejects_a_near_duplicate_query(digits_model, keys_file, imag
     app = create_app(
         digits_model,
         keys=_keys(keys_file),
-        detector=blacklight.BlacklightDetector(),
+        detector=blacklight.BlacklightDetector(neighbours=1),
         on_detect="reject",
     )
     with serving(app) as client:

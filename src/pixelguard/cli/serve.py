@@ -76,6 +76,14 @@ def serve_command(
             rich_help_panel=KNN_PANEL,
         ),
     ] = None,
+    blacklight_neighbours: Annotated[
+        int,
+        typer.Option(
+            help="Blacklight flags a query with this many earlier near-duplicates: a photo "
+            "saved anew may be re-sent one time less than this (1: the paper's rule).",
+            rich_help_panel=SERVE_PANEL,
+        ),
+    ] = 4,
     state_db: Annotated[
         Path | None,
         typer.Option(
@@ -163,6 +171,12 @@ def serve_command(
         )
     if keys is not None and no_auth:
         raise ConfigError("--keys and --no-auth exclude each other")
+    if blacklight_neighbours != 4 and stateful != "blacklight":
+        raise ConfigError("--blacklight-neighbours applies only with --stateful blacklight")
+    if blacklight_neighbours < 1:
+        raise ConfigError(
+            f"--blacklight-neighbours must be at least 1, got {blacklight_neighbours}"
+        )
     if max_key_failures < 1:
         raise ConfigError(f"--max-key-failures must be at least 1, got {max_key_failures}")
     if stateful not in STATEFUL:
@@ -209,7 +223,7 @@ def serve_command(
     if stateful == "blacklight":
         from pixelguard.serve.blacklight import BlacklightDetector
 
-        detector = BlacklightDetector(db_path=state_db)
+        detector = BlacklightDetector(db_path=state_db, neighbours=blacklight_neighbours)
     elif stateful == "knn":
         detector = _knn_detector(
             classifier,

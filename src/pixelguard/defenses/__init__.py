@@ -4,7 +4,8 @@ A preprocessor wraps a Classifier and is itself one, with straight-through (BPDA
 gradients by default so that white-box attacks on it are adaptive; random ones are
 attacked through :class:`ExpectationOverTransformation`. A detector is fitted on clean
 images and scores inputs; :class:`DetectorAwareClassifier` turns model plus detector
-into one classifier for adaptive attacks. :func:`harden` trains a network
+into one classifier for adaptive attacks; :class:`DisguisedQueries` is the adaptive
+attacker of a stateful detector (a fresh random disguise on every query). :func:`harden` trains a network
 adversarially. :class:`RandomizedAblation` certifies a pixel radius per image.
 """
 
@@ -63,6 +64,7 @@ from pixelguard.defenses.preprocess import (
     list_preprocessors,
     register_preprocessor,
 )
+from pixelguard.defenses.query_disguise import DisguisedQueries
 from pixelguard.defenses.spec import parse_defense
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "DetectionMetrics",
     "Detector",
     "DetectorAwareClassifier",
+    "DisguisedQueries",
     "ExpectationOverTransformation",
     "FeatureSqueezingDetector",
     "HardenedModel",

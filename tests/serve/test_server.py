@@ -21,6 +21,7 @@ import uvicorn
 from PIL import Image
 
 from pixelguard.errors import ConfigError
+from pixelguard.models.base import ClassifierWrapper
 from pixelguard.models.http import EndpointConfig, HttpClassifier
 from pixelguard.serve import KeyStore, create_app, hash_key
 from pixelguard.serve.limits import FailedKeyGuesses
@@ -241,6 +242,42 @@ def test_quota_and_rate_answer_429_with_retry_after(digits_model, keys_file, ima
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
 
 
+class Slow(ClassifierWrapper):
+    """Takes ``seconds`` to answer."""
+
+    def __init__(self, model, seconds: float) -> None:
+        super().__init__(model)
+        self.seconds = seconds
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.model.predict(x)
+
+
+def test_requests_time_out(digits_model, keys_file, images) -> None:
+    app = create_app(Slow(digits_model, 1.0), keys=_keys(keys_file), request_timeout=0.3)
+    body = json.dumps({"image": png(images[0])}).encode()
+    with serving(app) as client:
+        busy = _post(client, body)
+        # a client that sends part of its body and stalls
+        host, port = client.base_url.host, client.base_url.port
+        with socket.create_connection((host, port), timeout=5) as sock:
+            head = (
+                f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {ALICE}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body[:10])
+            reply = ""
+            for _ in range(10):  # the status line and headers, then the body
+                chunk = sock.recv(4096).decode()
+                reply += chunk
+                if not chunk or "request body" in reply:
+                    break
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert "not answered within 0.3 s" in busy.json()["error"]
+    assert reply.startswith("HTTP/1.1 408") and "request body not received" in reply
+
+
 def test_key_guessing_locks_the_address_out(digits_model, keys_file, images) -> None:
     body = {"image": png(images[0])}
     app = create_app(digits_model, keys=_keys(keys_file), max_key_failures=3)
@@ -345,7 +382,14 @@ def test_no_keys_refuses_to_start_unless_no_auth(digits_model, images) -> None:
 
 
 def test_bad_settings_are_config_errors(digits_model, keys_file) -> None:
-    for bad in ({"output": "top3"}, {"on_detect": "ban"}, {"quota": 0}, {"class_names": ["a"]}):
+    for bad in (
+        {"output": "top3"},
+        {"on_detect": "ban"},
+        {"quota": 0},
+        {"class_names": ["a"]},
+        {"request_timeout": 0},
+        {"max_key_failures": 0},
+    ):
         with pytest.raises(ConfigError):
             create_app(digits_model, keys=_keys(keys_file), **bad)
     keys_file.write_text("[keys]\nalice = 3\n")

@@ -149,6 +149,14 @@ def serve_command(
             rich_help_panel=SERVE_PANEL,
         ),
     ] = 20,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to answer a request: a body not received by then gets 408, an "
+            "image not classified by then 503.",
+            rich_help_panel=SERVE_PANEL,
+        ),
+    ] = 30.0,
     audit: Annotated[
         Path | None,
         typer.Option(
@@ -177,6 +185,8 @@ def serve_command(
         raise ConfigError(
             f"--blacklight-neighbours must be at least 1, got {blacklight_neighbours}"
         )
+    if request_timeout <= 0:
+        raise ConfigError(f"--request-timeout must be positive, got {request_timeout:g}")
     if max_key_failures < 1:
         raise ConfigError(f"--max-key-failures must be at least 1, got {max_key_failures}")
     if stateful not in STATEFUL:
@@ -247,6 +257,7 @@ def serve_command(
         audit_path=audit,
         class_names=names,
         max_key_failures=max_key_failures,
+        request_timeout=request_timeout,
     )
     typer.echo(f"serving {model} on http://{host}:{port}/v1/classify (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

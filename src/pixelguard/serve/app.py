@@ -8,6 +8,7 @@ the Prometheus metrics (``GET /metrics``). ``GET /healthz`` needs no key.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 10 * 2**20
 DEFAULT_MAX_PIXELS = 4096 * 4096
+DEFAULT_REQUEST_TIMEOUT = 30.0
 ON_DETECT = ("log", "reject", "suspend")
 ANONYMOUS = "anonymous"
 """The key id of every request of a server started with ``no_auth``."""
@@ -139,10 +141,12 @@ class _Server:
         audit: AuditLog | None,
         class_names: list[str] | None,
         key_guesses: FailedKeyGuesses,
+        request_timeout: float,
     ) -> None:
         self.model = model
         self.keys = keys
         self.key_guesses = key_guesses
+        self.request_timeout = request_timeout
         self.output, self.k = parse_output(output)
         self.detector = detector
         self.on_detect = on_detect
@@ -289,7 +293,15 @@ class _Server:
                 raise _Refused(
                     403, "suspended", "API key suspended: its queries matched earlier ones"
                 )
-            body = await self.read_body(request)
+            deadline = start + self.request_timeout
+            try:
+                body = await asyncio.wait_for(
+                    self.read_body(request), max(0.0, deadline - time.perf_counter())
+                )
+            except TimeoutError:
+                raise _Refused(
+                    408, "timeout", f"request body not received within {self.request_timeout:g} s"
+                ) from None
             blobs = self.parse_images(body)
             outcome.digests = [digest(blob) for blob in blobs]
             refusal = self.limits.take(outcome.key_id, len(blobs))
@@ -297,7 +309,18 @@ class _Server:
                 raise _Refused(
                     429, refusal.cause, refusal.reason, {"Retry-After": str(refusal.retry_after)}
                 )
-            answer = await run_in_threadpool(self.classify, outcome.key_id, blobs, outcome)
+            try:
+                answer = await asyncio.wait_for(
+                    run_in_threadpool(self.classify, outcome.key_id, blobs, outcome),
+                    max(0.0, deadline - time.perf_counter()),
+                )
+            except TimeoutError:
+                raise _Refused(
+                    503,
+                    "timeout",
+                    f"not answered within {self.request_timeout:g} s: the server is busy",
+                    {"Retry-After": "1"},
+                ) from None
             response: Response = JSONResponse(answer)
         except _Refused as refused:
             status = refused.status
@@ -340,6 +363,7 @@ def create_app(
     audit_path: str | Path | None = None,
     class_names: list[str] | None = None,
     max_key_failures: int = 20,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> FastAPI:
     """The guarded inference server for ``model`` as a FastAPI app (run it with uvicorn).
 
@@ -362,6 +386,9 @@ def create_app(
         class_names: one name per class, added to answers.
         max_key_failures: missing or wrong API keys from one client address within a
             minute that lock the address out for 5 minutes (429 with Retry-After).
+        request_timeout: seconds from the start of a request to its answer: a body
+            not received by then is answered 408, an image not classified by then 503
+            with Retry-After (its work finishes in the background).
 
     Raises:
         ConfigError: no keys without ``no_auth``, an unknown ``output`` or
@@ -378,8 +405,12 @@ def create_app(
         raise ConfigError(
             f"{len(class_names)} class names for a model of {model.num_classes} classes"
         )
-    for name, value in (("max_body_bytes", max_body_bytes), ("max_pixels", max_pixels)):
-        if value < 1:
+    for name, value in (
+        ("max_body_bytes", max_body_bytes),
+        ("max_pixels", max_pixels),
+        ("request_timeout", request_timeout),
+    ):
+        if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
     try:
         limits = Limits(rate_per_minute, quota)
@@ -398,6 +429,7 @@ def create_app(
         audit=AuditLog(audit_path) if audit_path is not None else None,
         class_names=class_names,
         key_guesses=key_guesses,
+        request_timeout=float(request_timeout),
     )
     app = FastAPI(title="pixelguard", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.pixelguard = server

@@ -116,14 +116,14 @@ class AttackRun:
 
 def _train_or_load(
     name: str, x: torch.Tensor, y: torch.Tensor, *, epochs: int, seed: int, num_classes: int
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any], Path]:
     """Train ``small-cnn`` with pixelguard's trainer, cached under ``bench-out/models``."""
     key = fingerprint(x, y, extra={"arch": ARCH, "epochs": epochs, "seed": seed})
     path = MODELS_DIR / f"{name}-{ARCH}-{key}.pt"
     if path.is_file():
         module, meta = load_checkpoint(path)
         logger.info("%s: loaded cached model %s", name, path)
-        return module, dict(meta["metrics"])
+        return module, dict(meta["metrics"]), path
     logger.info("%s: training %s on %d images for %d epochs", name, ARCH, len(y), epochs)
     module, metrics = train_classifier(
         x, y, arch=ARCH, epochs=epochs, seed=seed, num_classes=num_classes
@@ -139,7 +139,7 @@ def _train_or_load(
         spec=TorchClassifier(module, (c, h, w)).spec,
         metrics=metrics,
     )
-    return module, metrics
+    return module, metrics, path
 
 
 def _accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -161,7 +161,7 @@ def _task(
 ) -> Task:
     """Train on ``train``; draw ``n_images`` correctly classified images from ``pool``."""
     num_classes = int(max(train[1].max(), pool[1].max())) + 1
-    module, metrics = _train_or_load(
+    module, metrics, checkpoint = _train_or_load(
         name, train[0], train[1], epochs=epochs, seed=seed, num_classes=num_classes
     )
     module.eval()
@@ -180,6 +180,7 @@ def _task(
         "pool_images": int(pool[1].shape[0]),
         "pool_accuracy": round(float(correct.float().mean()), 4),
         "attacked_indices": [int(i) + pool_offset for i in chosen],
+        "checkpoint": str(checkpoint),
     }
     return Task(name, module, (c, h, w), num_classes, pool[0][index], pool[1][index], info)
 

@@ -1,7 +1,7 @@
 """pixelguard's attacks over HTTP against ``pixelguard serve``, with and without a
 stateful detector, plain and adaptive.
 
-The MNIST CNN of the other benchmarks is served by the real CLI (``pixelguard serve``,
+The MNIST (or ``--task cifar10``) CNN of the other benchmarks is served by the real CLI (``pixelguard serve``,
 a subprocess on 127.0.0.1) and attacked through pixelguard's HTTP adapter
 (:class:`~pixelguard.models.http.HttpClassifier`, one image per request, no client
 cache, so that every query of the attack is one request the server sees, in order).
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,16 +57,20 @@ from bench_serve_load import (  # noqa: E402
     encode_png,
     free_port,
     mnist_images,
-    mnist_model_path,
     request_body,
     write_keys,
 )
 from pixelguard.attacks import create_attack  # noqa: E402
+from pixelguard.data import load_data  # noqa: E402
 from pixelguard.defenses.query_disguise import DisguisedQueries  # noqa: E402
 from pixelguard.errors import QueryBudgetExceeded, QueryRejected  # noqa: E402
 from pixelguard.models.http import HttpClassifier  # noqa: E402
 from pixelguard.models.http_config import EndpointConfig  # noqa: E402
 from pixelguard.models.torch import TorchClassifier  # noqa: E402
+
+CIFAR10 = SHARED_DATASETS / "cifar10-jpg.tar.gz"
+CALIBRATION = {"mnist": str(SHARED_DATASETS / "mnist"), "cifar10": str(CIFAR10)}
+"""The clean images each task's k-NN threshold is calibrated on (their test split)."""
 
 DEFAULT_SCENARIOS = [
     # what each --reveal level costs an attacker, with no detector
@@ -158,10 +163,17 @@ def endpoint(url: str, key: str, reveal: str, input_shape: tuple[int, int, int])
     )
 
 
-def send_background(url: str, key: str, n: int) -> list[int]:
-    """Benign traffic before the attacks: the first ``n`` MNIST test images (the model's
-    training images, none of the attacked ones), each sent once; their status codes."""
-    images = mnist_images(n)
+def background_images(task: str, n: int) -> np.ndarray:
+    """Clean images none of which is attacked, as uint8 (N, H, W, C): MNIST's first test
+    images (the model trained on them), CIFAR-10's first training images."""
+    if task == "mnist":
+        return mnist_images(n)
+    data = load_data(str(CIFAR10), split="train", limit_per_class=-(-n // 10))
+    return (data.x[:n] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def send_background(url: str, key: str, images: np.ndarray) -> list[int]:
+    """Benign traffic before the attacks, each image sent once; their status codes."""
     with httpx.Client(timeout=30) as client:
         return [
             client.post(f"{url}/v1/classify", content=body, headers={"X-API-Key": key}).status_code
@@ -199,8 +211,8 @@ def run_scenario(
     ]  # fmt: skip
     if sc["stateful"].startswith("blacklight:"):
         command += ["--blacklight-neighbours", sc["stateful"].split(":")[1]]
-    if sc["stateful"] == "knn":  # threshold for 0.1% false positives on the MNIST test split
-        command += ["--calibration-data", str(SHARED_DATASETS / "mnist")]
+    if sc["stateful"] == "knn":  # threshold for 0.1% false positives on the test split
+        command += ["--calibration-data", CALIBRATION[args.task]]
     server = Server(command, port, folder / "server.log")
     local = TorchClassifier(task.module.eval(), task.input_shape)
     records = []
@@ -209,7 +221,9 @@ def run_scenario(
         problem = server.start()
         if problem is not None:
             raise SystemExit(f"{text}: the server did not start: {problem}")
-        background = send_background(server.url, keys[-1], args.background)
+        background = send_background(
+            server.url, keys[-1], background_images(args.task, args.background)
+        )
         for i in range(len(task.y)):
             remote = HttpClassifier(
                 endpoint(server.url, keys[i], sc["reveal"], task.input_shape),
@@ -319,6 +333,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(CALIBRATION), default="mnist")
     parser.add_argument("--n-images", type=int, default=20)
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--pixels", type=int, default=10)
@@ -329,8 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("bench-out/serve-attacks"))
     args = parser.parse_args(argv)
     set_threads(1)
-    task = build_task("mnist", args.n_images, args.seed, quick=False)
-    model_path = mnist_model_path(args.seed)
+    task = build_task(args.task, args.n_images, args.seed, quick=False)
+    model_path = Path(task.info["checkpoint"])
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for text in args.scenarios:

@@ -52,16 +52,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    MODELS_DIR,
     describe_machine,
-    fingerprint,
     load_average,
     package_versions,
     set_threads,
     source_revision,
     write_results,
 )
-from bench_pixel import ARCH, PLANS, SHARED_DATASETS, build_task  # noqa: E402
+from bench_pixel import SHARED_DATASETS, build_task  # noqa: E402
 from pixelguard.data import load_data  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -78,17 +76,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def mnist_model_path(seed: int = 0) -> Path:
     """The cached ``bench_pixel`` MNIST checkpoint (trained first if it is not cached)."""
-    build_task("mnist", 1, seed, quick=False)
-    data = load_data(str(SHARED_DATASETS / "mnist"), split="test")
-    key = fingerprint(
-        data.x[:8000],
-        data.y[:8000],
-        extra={"arch": ARCH, "epochs": PLANS["mnist"].epochs, "seed": seed},
-    )
-    path = MODELS_DIR / f"mnist-{ARCH}-{key}.pt"
-    if not path.is_file():
-        raise SystemExit(f"expected the cached MNIST model at {path}")
-    return path
+    return Path(build_task("mnist", 1, seed, quick=False).info["checkpoint"])
 
 
 def mnist_images(limit: int | None) -> np.ndarray:
@@ -99,11 +87,11 @@ def mnist_images(limit: int | None) -> np.ndarray:
 
 
 def encode_png(images: np.ndarray) -> list[bytes]:
-    """Each grey uint8 (H, W, 1) image as a PNG file."""
+    """Each uint8 (H, W, C) image, grey or RGB, as a PNG file."""
     files = []
     for image in images:
         buf = io.BytesIO()
-        Image.fromarray(image[:, :, 0], mode="L").save(buf, format="PNG")
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buf, format="PNG")
         files.append(buf.getvalue())
     return files
 

@@ -5,15 +5,16 @@ file, or the photo saved anew (a JPEG re-encoding). A stateful detector must let
 through. This streams clean MNIST test images through
 :class:`~pixelguard.serve.blacklight.BlacklightDetector` and
 :class:`~pixelguard.serve.knn.FeatureKnnDetector` exactly as ``pixelguard serve``
-checks them (the uint8 pixels the server decodes), spread over 50 keys:
+checks them (the uint8 pixels the server decodes), spread over 50 keys. The 10,000
+test images of MNIST (or ``--task cifar10``) are shuffled (seeded) and halved:
 
-- ``distinct``: images 5,000-9,999, each once;
+- ``distinct``: the second half, each once;
 - ``resent``: the same 5,000, and 1,000 of them sent again 1 to 3 more times, each
   re-send at a random later place in the stream, as the exact same pixels;
 - ``re-encoded``: as ``resent``, but each re-send is the photo saved as a JPEG at a
   random quality from 85 to 95 and decoded (other pixels, the same photo).
 
-The k-NN threshold is calibrated on images 0-4,999 (the target: 0.1%), with the MNIST
+The k-NN threshold is calibrated on the first half (the target: 0.1%), with the task's
 CNN of the other benchmarks as its encoder (its penultimate layer).
 
 Example:
@@ -39,8 +40,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import describe_machine, set_threads  # noqa: E402
-from bench_pixel import build_task  # noqa: E402
-from bench_serve_load import mnist_images  # noqa: E402
+from bench_pixel import SHARED_DATASETS, build_task  # noqa: E402
+from pixelguard.data import load_data  # noqa: E402
 from pixelguard.models.torch import TorchClassifier  # noqa: E402
 from pixelguard.serve.blacklight import BlacklightDetector  # noqa: E402
 from pixelguard.serve.knn import FeatureKnnDetector, calibrate_threshold, penultimate_encoder  # noqa: E402
@@ -49,10 +50,20 @@ KEYS = 50
 
 
 def jpeg_copy(image: np.ndarray, quality: int) -> np.ndarray:
-    """``image`` (H, W, 1 uint8) saved as a JPEG at ``quality`` and decoded."""
+    """``image`` (H, W, C uint8, grey or RGB) saved as a JPEG at ``quality`` and decoded."""
     buffer = io.BytesIO()
-    Image.fromarray(image[:, :, 0], mode="L").save(buffer, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())))[:, :, None]
+    grey = image.shape[2] == 1
+    Image.fromarray(image[:, :, 0] if grey else image).save(buffer, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())))
+    return decoded[:, :, None] if grey else decoded
+
+
+def test_images(task: str, seed: int) -> np.ndarray:
+    """The task's 10,000 test images as uint8 (N, H, W, C), in a seeded random order."""
+    source = SHARED_DATASETS / ("mnist" if task == "mnist" else "cifar10-jpg.tar.gz")
+    x = load_data(str(source), split="test").x
+    x = x[torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))]
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 def stream(
@@ -96,18 +107,20 @@ def run(detector: Any, entries: list[tuple[np.ndarray, bool]]) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=["mnist", "cifar10"], default="mnist")
     parser.add_argument("--resent", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--neighbours", type=int, nargs="+", default=[1, 4], help="Blacklight's, one run each"
     )
     parser.add_argument("--streams", nargs="+", default=["distinct", "resent", "re-encoded"])
-    parser.add_argument("--out", type=Path, default=Path("bench-out/stateful-fp"))
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.out = args.out or Path(f"bench-out/stateful-fp-{args.task}")
     set_threads(1)
-    task = build_task("mnist", 1, args.seed, quick=False)
+    task = build_task(args.task, 1, args.seed, quick=False)
     model = TorchClassifier(task.module.eval(), task.input_shape)
-    images = mnist_images(None)
+    images = test_images(args.task, args.seed)
     calibration, streamed = images[:5000], images[5000:]
     encoder = penultimate_encoder(model)
     clean = torch.from_numpy(calibration).permute(0, 3, 1, 2).float() / 255
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    report["task"] = args.task
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
     return report
 

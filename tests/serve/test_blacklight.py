@@ -4,6 +4,7 @@ distinct images are not, and the state survives a restart and stays bounded."""
 from __future__ import annotations
 
 import functools
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -149,6 +150,12 @@ def test_state_survives_a_restart(tmp_path: Path, digit_images: np.ndarray) -> N
         assert not det.check("a", second)
     with pytest.raises(ConfigError, match="made with"):
         BlacklightDetector(db, window=10)
+    # state hashed by an earlier version (SHA-256 windows, floored bins) is refused too
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM meta WHERE name IN ('hash', 'centred')")
+    conn.close()
+    with pytest.raises(ConfigError, match="sha256"):
+        BlacklightDetector(db)
 
 
 def test_memory_cap_evicts_the_oldest(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ Fingerprint of an image (uint8, HxW or HxWxC):
    small perturbations (e.g. +-8/255) mostly leave the bins unchanged;
 2. flatten (row-major, channels last) and slide a window of ``window`` values with
    ``stride``; the window is shrunk for small images (see :func:`effective_window`);
-3. hash each window that is not constant, together with its offset (SHA-256, first 8
-   bytes, as a 63-bit integer);
+3. hash each window that is not constant, together with its offset (a 64-bit
+   polynomial hash mixed by SplitMix64's finaliser, as a 63-bit integer), all windows
+   at once in ``window`` vectorised steps: the paper's SHA-256 of each window took
+   3.9 ms per 32x32 RGB query, called from Python once per window;
 4. keep the ``top_n`` numerically largest hashes, a pseudo-random but deterministic
    sample that two near-duplicates sample alike.
 
@@ -63,6 +65,9 @@ import numpy as np
 from pixelguard.errors import ConfigError, ShapeError
 
 __all__ = ["BlacklightDetector", "effective_window", "fingerprint", "pixel_digest"]
+
+_HASH = "polynomial64-splitmix"
+"""The window hash, recorded with the state: state hashed otherwise is refused."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -134,18 +139,37 @@ def fingerprint(
     else:
         flat = np.ascontiguousarray(arr.reshape(-1) // np.uint8(quantization))
     w = effective_window(flat.size, window)
-    windows = np.lib.stride_tricks.sliding_window_view(flat, w)[::stride]
-    offsets = np.arange(windows.shape[0]) * stride
+    n = flat.size - w + 1
+    values = flat.astype(np.uint64) + np.uint64(1)
+    # A polynomial hash of every window at once, in w vectorised steps (modulo 2**64).
+    code = np.zeros(n, dtype=np.uint64)
+    for j in range(w):
+        code = code * _MULTIPLIER + values[j : j + n]
     # Constant windows (plain background) carry no information about the image.
-    keep = windows.min(axis=1) != windows.max(axis=1)
-    hashes = {
-        int.from_bytes(
-            hashlib.sha256(int(offset).to_bytes(4, "big") + row.tobytes()).digest()[:8], "big"
-        )
-        >> 1
-        for offset, row in zip(offsets[keep], windows[keep])
-    }
-    return sorted(hashes, reverse=True)[:top_n]
+    changes = np.concatenate(([0], np.cumsum(flat[1:] != flat[:-1])))
+    varied = changes[w - 1 :] != changes[:n]
+    offsets = np.arange(n, dtype=np.uint64)
+    picked = (varied & (offsets % np.uint64(stride) == 0)).nonzero()[0]
+    hashes = _mix(code[picked] ^ (offsets[picked] * _OFFSET_MULTIPLIER)) >> np.uint64(1)
+    if hashes.size > top_n:  # the top_n largest without sorting them all
+        hashes = np.partition(hashes, hashes.size - top_n)[-top_n:]
+    return sorted({int(h) for h in hashes}, reverse=True)  # 63-bit: SQLite's INTEGER
+
+
+_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_OFFSET_MULTIPLIER = np.uint64(0xD1B54A32D192ED03)
+"""Odd 64-bit constants of the window hash: ``sum_j v_j * M**(w-1-j)`` modulo 2**64,
+with the window's offset folded in, then mixed."""
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: every bit of the result depends on every bit of ``x``, so
+    the largest hashes are a pseudo-random sample of the windows."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 class BlacklightDetector:
@@ -236,6 +260,7 @@ class BlacklightDetector:
 
     def _params(self) -> dict[str, str]:
         return {
+            "hash": _HASH,
             "quantization": str(self.quantization),
             "centred": str(self.centred),
             "window": str(self.window),
@@ -251,8 +276,9 @@ class BlacklightDetector:
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
             stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            if stored:
-                stored.setdefault("centred", "False")  # state from before the option
+            if stored:  # state from before these settings existed
+                stored.setdefault("centred", "False")
+                stored.setdefault("hash", "sha256")
             if stored and stored != self._params():
                 raise ConfigError(
                     f"Blacklight state in {path} was made with {stored}, not {self._params()}"

@@ -52,7 +52,6 @@ about a deterministic model, so letting it through costs the defense nothing.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sqlite3
 import threading
@@ -63,14 +62,17 @@ from pathlib import Path
 import numpy as np
 
 from pixelguard.errors import ConfigError, ShapeError
+from pixelguard.serve.state import DetectorState, open_state, pixel_digest
 
-__all__ = ["BlacklightDetector", "effective_window", "fingerprint", "pixel_digest"]
+__all__ = ["BlacklightDetector", "effective_window", "fingerprint"]
 
 _HASH = "polynomial64-splitmix"
 """The window hash, recorded with the state: state hashed otherwise is refused."""
 
+_BEFORE = {"centred": "False", "hash": "sha256"}
+"""The settings of state files written before they were recorded."""
+
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS queries (
     id INTEGER PRIMARY KEY, key_id TEXT NOT NULL, ts REAL NOT NULL
 );
@@ -92,12 +94,6 @@ def effective_window(n_values: int, window: int) -> int:
     if n_values >= 16 * window:
         return window
     return max(2, min(window, n_values // 8, n_values))
-
-
-def pixel_digest(image: np.ndarray) -> bytes:
-    """16 bytes that identify the image's exact pixels and shape."""
-    arr = np.ascontiguousarray(image)
-    return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).digest()[:16]
 
 
 def fingerprint(
@@ -172,7 +168,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-class BlacklightDetector:
+class BlacklightDetector(DetectorState):
     """Flags queries that are near-duplicates of an earlier query (Li et al., 2022).
 
     Defaults (chosen for 28x28 grey and 32x32 RGB; measured on MNIST and 8x8 digits;
@@ -269,22 +265,9 @@ class BlacklightDetector:
         }
 
     def _open(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), check_same_thread=False)
+        db = open_state(path, self._params(), "Blacklight", before=_BEFORE)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
-            stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            if stored:  # state from before these settings existed
-                stored.setdefault("centred", "False")
-                stored.setdefault("hash", "sha256")
-            if stored and stored != self._params():
-                raise ConfigError(
-                    f"Blacklight state in {path} was made with {stored}, not {self._params()}"
-                )
-            if not stored:
-                db.executemany("INSERT INTO meta VALUES (?, ?)", self._params().items())
             # Keep only the newest max_entries queries.
             db.execute(
                 "DELETE FROM queries WHERE id NOT IN "
@@ -426,20 +409,5 @@ class BlacklightDetector:
                     for table in ("hashes", "digests", "queries"):
                         self._db.execute(f"DELETE FROM {table}")
 
-    def __len__(self) -> int:
-        """The number of stored queries."""
-        with self._lock:
-            return len(self._queries)
-
-    def close(self) -> None:
-        """Close the database (the in-memory state stays usable for reads)."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> BlacklightDetector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _size(self) -> int:
+        return len(self._queries)

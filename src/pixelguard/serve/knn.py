@@ -98,7 +98,7 @@ from pixelguard.models.base import Classifier, _wrapped
 from pixelguard.models.loader import load_model
 from pixelguard.models.torch import TorchClassifier
 from pixelguard.poisoning.features import last_linear, penultimate_features
-from pixelguard.serve.blacklight import pixel_digest
+from pixelguard.serve.state import DetectorState, open_state, pixel_digest
 
 __all__ = [
     "DEFAULT_FPR",
@@ -127,8 +127,6 @@ _PROBE_TOLERANCE = 1e-3
 still counts as the same encoder (rounding differences between devices are far smaller)."""
 _DETECTOR = "feature-knn"
 
-_META = "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-"""The table Blacklight's files have too: a file of either detector is refused by the other."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS knn_probe (features BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS knn_queries (
@@ -351,7 +349,7 @@ def calibrate_threshold(
     return float(ordered[math.floor(fpr * n)])
 
 
-class FeatureKnnDetector:
+class FeatureKnnDetector(DetectorState):
     """Flags queries close in feature space to ``k`` recent queries (Chen et al., 2019).
 
     A query is flagged when the mean L2 distance of its unit-norm features to their
@@ -436,19 +434,11 @@ class FeatureKnnDetector:
         }
 
     def _open(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), check_same_thread=False)
+        db = open_state(path, self._params(), "feature k-NN")
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_META)
-            stored = dict(db.execute("SELECT name, value FROM meta").fetchall())
-            if stored and stored != self._params():
-                raise ConfigError(f"state in {path} was made with {stored}, not {self._params()}")
             db.executescript(_SCHEMA)
             probe = db.execute("SELECT features FROM knn_probe").fetchone()
             if probe is None:
-                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", self._params().items())
                 db.execute("INSERT INTO knn_probe VALUES (?)", (self._probe.numpy().tobytes(),))
             elif not torch.allclose(
                 torch.from_numpy(
@@ -606,20 +596,5 @@ class FeatureKnnDetector:
                 with self._db:
                     self._db.execute("DELETE FROM knn_queries")
 
-    def __len__(self) -> int:
-        """The number of stored queries."""
-        with self._lock:
-            return len(self._slots)
-
-    def close(self) -> None:
-        """Close the database (the in-memory state stays usable)."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> FeatureKnnDetector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _size(self) -> int:
+        return len(self._slots)

@@ -40,7 +40,7 @@ MNIST windows and was flagged at 10% of its queries, against 84% with centred bi
 
 A fourth: a query is flagged when it is a near-duplicate of ``neighbours`` (4) earlier
 queries, not of one. A user who saves a photo again and re-sends it sends a
-near-duplicate; with the paper's rule 1,819 of 1,953 such JPEG re-sends of MNIST digits
+near-duplicate; with the paper's rule 1,816 of 1,953 such JPEG re-sends of MNIST digits
 were flagged, with 4 none (each photo sent 2 to 4 times). A query attack sends dozens
 of near-duplicates of one image and is flagged at its 5th query instead of its 2nd.
 

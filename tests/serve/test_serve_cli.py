@@ -43,6 +43,9 @@ def test_serve_with_keys_and_no_auth_exits_2(tmp_path) -> None:
         ["--max-key-failures", "0"],
         ["--stateful", "blacklight", "--blacklight-neighbours", "0"],
         ["--blacklight-neighbours", "2"],  # without --stateful blacklight
+        ["--request-timeout", "0"],
+        ["--stateful", "knn", "--knn-threshold", "5"],
+        ["--reveal", "topk:0"],
     ],
 )
 def test_serve_bad_guard_settings_exit_2(tmp_path, args: list[str]) -> None:

@@ -207,6 +207,11 @@ def serve_command(
         raise ConfigError(f"{', '.join(knn_given)} {verb} only with --stateful knn")
     if knn_scope not in KNN_SCOPES:
         raise ConfigError(f"--knn-scope must be all or key, got {knn_scope!r}")
+    if knn_threshold is not None and not 0 < knn_threshold <= 2:
+        raise ConfigError(
+            f"--knn-threshold must be in (0, 2] (distances of unit-norm features), "
+            f"got {knn_threshold:g}"
+        )
     if knn_threshold is not None and calibration_data is not None:
         raise ConfigError("--knn-threshold and --calibration-data exclude each other")
     for module, package in (
@@ -223,7 +228,12 @@ def serve_command(
     from pixelguard.serve.app import create_app, parse_output
     from pixelguard.serve.keys import KeyStore
 
-    parse_output(reveal)
+    try:
+        parse_output(reveal)
+    except ConfigError:
+        raise ConfigError(
+            f"--reveal must be label, topk:K (K >= 1) or probabilities, got {reveal!r}"
+        ) from None
     store = KeyStore(keys) if keys is not None else None
     names = opt.parse_class_names(class_names) if class_names is not None else None
     loaded = model_options.load(model)

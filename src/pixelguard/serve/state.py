@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Self
 
@@ -59,7 +60,7 @@ def open_state(
     return db
 
 
-class DetectorState:
+class DetectorState(ABC):
     """The lock, the optional state file and the lifecycle of a stateful detector.
 
     Subclasses set ``_lock`` and ``_db`` in ``__init__`` and say how many queries they
@@ -69,8 +70,9 @@ class DetectorState:
     _lock: threading.Lock
     _db: sqlite3.Connection | None
 
+    @abstractmethod
     def _size(self) -> int:
-        raise NotImplementedError
+        """The number of stored queries (called with the lock held)."""
 
     def __len__(self) -> int:
         """The number of stored queries."""

@@ -14,7 +14,7 @@ Scenarios (``--scenarios``; each starts its own server with fresh detector state
   detections; from the audit log, the query at which each image's key was first
   flagged, and whether the attack had already succeeded by then (what it would have
   got out of a server set to ``--on-detect suspend``).
-- ``disguise:<noise>[:<shift>]`` before the attack name: the adaptive attacker
+- ``disguise:<noise>[:<shift>[:<jpeg>]]`` before the attack name: the adaptive attacker
   (:class:`~pixelguard.defenses.query_disguise.DisguisedQueries`), each query
   translated and noised afresh.
 - ``blacklight:N``: Blacklight with ``--blacklight-neighbours N`` (1 is the paper's rule;
@@ -102,12 +102,16 @@ DEFAULT_SCENARIOS = [
 
 
 def parse_scenario(text: str) -> dict[str, Any]:
-    """``[disguise:NOISE[:SHIFT]+]ATTACK@REVEAL/STATEFUL/ON_DETECT`` as a dict."""
+    """``[disguise:NOISE[:SHIFT[:JPEG]]+]ATTACK@REVEAL/STATEFUL/ON_DETECT`` as a dict."""
     disguise = None
     if text.startswith("disguise:"):
         spec, text = text.split("+", 1)
         parts = spec.split(":")[1:]
-        disguise = {"noise": float(parts[0]), "shift": int(parts[1]) if len(parts) > 1 else 0}
+        disguise = {
+            "noise": float(parts[0]),
+            "shift": int(parts[1]) if len(parts) > 1 else 0,
+            "jpeg": int(parts[2]) if len(parts) > 2 else 0,
+        }
     attack, rest = text.split("@", 1)
     reveal, stateful, on_detect = rest.split("/")
     return {

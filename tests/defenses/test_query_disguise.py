@@ -91,7 +91,7 @@ def test_rejections_are_retried_with_a_stronger_disguise(digits_model, correct_d
     with pytest.raises(QueryRejected):
         stubborn.predict(x)
     assert stubborn.rejections == 3
-    for bad in ({"shift": -1}, {"noise": 1.5}, {"retries": -1}, {"escalate": 0.5}):
+    for bad in ({"shift": -1}, {"noise": 1.5}, {"jpeg": 99}, {"retries": -1}, {"escalate": 0.5}):
         with pytest.raises(ConfigError):
             DisguisedQueries(digits_model, **bad)
 
@@ -132,3 +132,14 @@ def test_disguised_queries_slip_past_blacklight(digits_model, correct_digits) ->
     # leaves most windows in their bins (about 50%).
     assert min(plain_rate) > 0.6, plain_rate
     assert max(disguised_rate) < 0.15, disguised_rate
+
+
+def test_jpeg_disguise_reencodes_each_query(digits_model, correct_digits) -> None:
+    x = correct_digits[0][:4]
+    recorder = Recorder(digits_model)
+    disguised = DisguisedQueries(recorder, shift=0, jpeg=70, seed=5)
+    disguised.predict(x)
+    sent = recorder.seen[0]
+    assert not torch.equal(sent, x)
+    assert torch.equal(sent, (sent * 255).round() / 255)  # decoded 8-bit pixels
+    assert (sent - x).abs().mean() < 0.1  # the same pictures

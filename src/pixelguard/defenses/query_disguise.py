@@ -5,8 +5,9 @@ near-duplicate of one of them. A query attack is a long run of near-duplicates, 
 is flagged within a few queries, unless every query it sends is disguised so that no
 two look alike to the defense. :class:`DisguisedQueries` wraps the model an attack
 queries (an :class:`~pixelguard.models.http.HttpClassifier`, say) and sends each image
-randomly transformed: translated by up to ``shift`` pixels (edges replicated) and with
-uniform noise of up to ``noise`` added to every pixel. The attack then searches for an
+randomly transformed: translated by up to ``shift`` pixels (edges replicated), with
+uniform noise of up to ``noise`` added to every pixel, and saved as a JPEG of a random
+quality from ``jpeg`` to 95. The attack then searches for an
 image that is misclassified *under these random transforms*, as in expectation over
 transformation, and every image the server sees is new to its memory.
 
@@ -40,6 +41,7 @@ import secrets
 import torch
 
 from pixelguard.checks import check_images
+from pixelguard.defenses.filters import jpeg_compress
 from pixelguard.errors import ConfigError, QueryRejected
 from pixelguard.models.base import Capabilities, Classifier, ClassifierWrapper
 
@@ -68,6 +70,8 @@ class DisguisedQueries(ClassifierWrapper):
         model: the classifier the attack queries (usually a remote endpoint).
         shift: largest translation in pixels, per axis (0: none).
         noise: largest uniform noise per pixel, in [0, 1] units (0: none).
+        jpeg: lowest quality of the JPEG re-encoding of each query, 1 to 95; each query
+            gets its own quality from ``jpeg`` to 95 (0: no re-encoding). Not escalated.
         retries: how often a rejected query is sent again with a new disguise.
         escalate: factor on ``shift`` and ``noise`` after a rejected query (kept for
             later queries; each accepted one relaxes it by ``escalate ** -0.25``).
@@ -77,7 +81,8 @@ class DisguisedQueries(ClassifierWrapper):
         predict: x (N, C, H, W) float32 in [0, 1] -> the model's (N, K) scores.
 
     Raises:
-        ConfigError: a negative shift, noise or retries, noise over 1, or escalate < 1.
+        ConfigError: a negative shift, noise or retries, noise over 1, a JPEG quality
+            outside 1..95, or escalate < 1.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class DisguisedQueries(ClassifierWrapper):
         *,
         shift: int = 2,
         noise: float = 0.0,
+        jpeg: int = 0,
         retries: int = 0,
         escalate: float = 2.0,
         seed: int | None = None,
@@ -94,6 +100,8 @@ class DisguisedQueries(ClassifierWrapper):
             raise ConfigError(f"shift must be a non-negative integer, got {shift!r}")
         if not 0.0 <= noise <= 1.0:
             raise ConfigError(f"noise must be in [0, 1], got {noise!r}")
+        if not isinstance(jpeg, int) or not (jpeg == 0 or 1 <= jpeg <= 95):
+            raise ConfigError(f"jpeg must be 0 (none) or a quality from 1 to 95, got {jpeg!r}")
         if not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"retries must be a non-negative integer, got {retries!r}")
         if escalate < 1.0:
@@ -101,6 +109,7 @@ class DisguisedQueries(ClassifierWrapper):
         super().__init__(model)
         self.shift = shift
         self.noise = noise
+        self.jpeg = jpeg
         self.retries = retries
         self.escalate = escalate
         self.seed = seed if seed is not None else secrets.randbits(31)
@@ -123,6 +132,7 @@ class DisguisedQueries(ClassifierWrapper):
             "wrapper": "disguised-queries",
             "shift": self.shift,
             "noise": self.noise,
+            "jpeg": self.jpeg,
             "retries": self.retries,
             "escalate": self.escalate,
             "seed": self.seed,
@@ -130,8 +140,9 @@ class DisguisedQueries(ClassifierWrapper):
         }
 
     def disguise(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-        """``x`` translated by up to ``shift * strength`` pixels and noised by up to
-        ``noise * strength`` (clipped to [0, 1]), fresh randomness for every image."""
+        """``x`` translated by up to ``shift * strength`` pixels, noised by up to
+        ``noise * strength`` (clipped to [0, 1]) and re-encoded as a JPEG, fresh
+        randomness for every image."""
         n = x.shape[0]
         out = x
         reach = min(round(self.shift * strength), min(x.shape[2:]) - 1)
@@ -142,6 +153,9 @@ class DisguisedQueries(ClassifierWrapper):
         if amplitude > 0:
             noise = torch.rand(x.shape, generator=self.generator).mul_(2).sub_(1)
             out = (out + amplitude * noise.to(x.device)).clamp_(0.0, 1.0)
+        if self.jpeg:
+            qualities = torch.randint(self.jpeg, 96, (n,), generator=self.generator).tolist()
+            out = torch.cat([jpeg_compress(out[i : i + 1], q) for i, q in enumerate(qualities)])
         return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

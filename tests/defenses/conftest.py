@@ -10,7 +10,9 @@ from pixelguard.defenses.detect import IsolatedPixelDetector
 
 
 @pytest.fixture(scope="session")
-def rs_adversarials(correct_digits, digits_model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rs_adversarials(
+    correct_digits, digits_model
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sparse-RS 3-pixel adversarials of 60 held-out digits: (clean, labels, adversarial), successes only."""
     x, y = correct_digits[0][:60], correct_digits[1][:60]
     result = SparseRS(pixels=3, steps=300, seed=0).run(digits_model, x, y)

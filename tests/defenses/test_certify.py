@@ -46,9 +46,15 @@ def test_encoding_tells_ablated_from_black() -> None:
     values, complements = encoded[:, :3], encoded[:, 3:]
     kept = (values + complements).sum(dim=1) > 0
     assert torch.equal(kept.flatten(1).sum(dim=1), torch.full((6,), 10))
-    assert torch.allclose((values + complements)[kept.unsqueeze(1).expand(-1, 3, -1, -1)], torch.tensor(1.0))
-    assert torch.equal(encoded[~kept.unsqueeze(1).expand(-1, 6, -1, -1)], torch.zeros(int((~kept).sum()) * 6))
-    assert torch.equal(values[kept.unsqueeze(1).expand(-1, 3, -1, -1)], x[kept.unsqueeze(1).expand(-1, 3, -1, -1)])
+    assert torch.allclose(
+        (values + complements)[kept.unsqueeze(1).expand(-1, 3, -1, -1)], torch.tensor(1.0)
+    )
+    assert torch.equal(
+        encoded[~kept.unsqueeze(1).expand(-1, 6, -1, -1)], torch.zeros(int((~kept).sum()) * 6)
+    )
+    assert torch.equal(
+        values[kept.unsqueeze(1).expand(-1, 3, -1, -1)], x[kept.unsqueeze(1).expand(-1, 3, -1, -1)]
+    )
     mask = torch.ones(1, 1, 5, 5, dtype=torch.bool)
     assert torch.equal(encode_ablated(x[:1], mask), torch.cat([x[:1], 1 - x[:1]], dim=1))
 
@@ -66,7 +72,9 @@ def test_delta_matches_exact_binomials(d: int, k: int) -> None:
 
 @pytest.mark.parametrize("d,k", [(16, 2), (25, 4), (64, 16)])
 def test_radius_matches_a_brute_force_search(d: int, k: int) -> None:
-    p_lower = torch.cat([torch.linspace(0.0, 1.0, 201, dtype=torch.float64), torch.tensor([0.5, 0.50001])])
+    p_lower = torch.cat(
+        [torch.linspace(0.0, 1.0, 201, dtype=torch.float64), torch.tensor([0.5, 0.50001])]
+    )
     radius = certified_radius(p_lower, d, k)
     for p, r in zip(p_lower.tolist(), radius.tolist()):
         p_exact = Fraction(p)
@@ -75,7 +83,9 @@ def test_radius_matches_a_brute_force_search(d: int, k: int) -> None:
             if p_exact - _exact_delta(rho, d, k) > Fraction(1, 2):
                 expected = rho
         # Exact, except that a radius whose margin is within 1e-9 of 1/2 may be given up.
-        near_tie = expected >= 0 and p_exact - _exact_delta(expected, d, k) <= Fraction(1, 2) + Fraction(1, 10**9)
+        near_tie = expected >= 0 and p_exact - _exact_delta(expected, d, k) <= Fraction(
+            1, 2
+        ) + Fraction(1, 10**9)
         assert r == expected or (near_tie and r == expected - 1), f"p_lower={p}"
 
 
@@ -151,7 +161,9 @@ def _any_flip(
     """Whether any of ``trials`` random changes of ``pixels`` pixels to 0/1 changes the vote."""
     positions = torch.rand(trials, image.numel(), generator=generator).topk(pixels, dim=1).indices
     values = (torch.rand(trials, pixels, generator=generator) < 0.5).float()
-    changed = image.flatten().repeat(trials, 1).scatter(1, positions, values).view(trials, *image.shape)
+    changed = (
+        image.flatten().repeat(trials, 1).scatter(1, positions, values).view(trials, *image.shape)
+    )
     return bool((smoothed.vote_counts(changed, masks).argmax(dim=1) != label).any())
 
 

@@ -52,8 +52,12 @@ def test_gradient_is_the_mean_of_straight_through_gradients(digits, digits_model
 
 def test_averaging_shrinks_the_spread(digits, digits_model) -> None:
     x = digits[0][:1].repeat(40, 1, 1, 1)
-    one = ExpectationOverTransformation(RandomNoise(digits_model, 0.3), samples=1).logits(x).detach()
-    many = ExpectationOverTransformation(RandomNoise(digits_model, 0.3), samples=16).logits(x).detach()
+    one = (
+        ExpectationOverTransformation(RandomNoise(digits_model, 0.3), samples=1).logits(x).detach()
+    )
+    many = (
+        ExpectationOverTransformation(RandomNoise(digits_model, 0.3), samples=16).logits(x).detach()
+    )
     assert float(many.std(dim=0).mean()) < 0.5 * float(one.std(dim=0).mean())
 
 

@@ -79,12 +79,20 @@ def test_is_a_classifier_like_the_wrapped_model(case: Case, digits, digits_model
     assert defended.params()["defense"] == case.name
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name != "random-noise"], ids=lambda c: c.name)
-def test_predict_and_logits_classify_the_transformed_images(case: Case, digits, digits_model) -> None:
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name != "random-noise"], ids=lambda c: c.name
+)
+def test_predict_and_logits_classify_the_transformed_images(
+    case: Case, digits, digits_model
+) -> None:
     defended = create_preprocessor(case.name, digits_model, **case.params)
     x = digits[0][:16]
     transformed = defended.transform(x)
-    assert transformed.shape == x.shape and float(transformed.min()) >= 0 and float(transformed.max()) <= 1
+    assert (
+        transformed.shape == x.shape
+        and float(transformed.min()) >= 0
+        and float(transformed.max()) <= 1
+    )
     assert torch.equal(defended.predict(x), digits_model.predict(transformed))
     assert torch.allclose(defended.logits(x), digits_model.logits(transformed), atol=1e-6)
 
@@ -95,7 +103,9 @@ def _input_gradient(model: Differentiable, x: torch.Tensor, y: torch.Tensor) -> 
     return grad
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.name != "random-noise"], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.name != "random-noise"], ids=lambda c: c.name
+)
 def test_bpda_backward_is_the_identity(case: Case, digits, digits_model) -> None:
     defended = create_preprocessor(case.name, digits_model, **case.params)
     x, y = digits[0][:16], digits[1][:16]
@@ -103,9 +113,7 @@ def test_bpda_backward_is_the_identity(case: Case, digits, digits_model) -> None
     assert torch.allclose(_input_gradient(defended, x, y), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "defense", [BitDepthReduction, JpegCompression], ids=["bit-depth", "jpeg"]
-)
+@pytest.mark.parametrize("defense", [BitDepthReduction, JpegCompression], ids=["bit-depth", "jpeg"])
 def test_exact_gradient_of_quantising_transforms_is_zero(defense, digits, digits_model) -> None:
     defended = defense(digits_model, gradient="none")
     grad = _input_gradient(defended, digits[0][:16], digits[1][:16])
@@ -122,7 +130,9 @@ def test_exact_gradient_through_the_median_reaches_only_median_pixels(digits, di
     assert bool((is_some_median | (grad == 0)).all())
 
 
-def _pgd_success_rate(defended: Preprocessor, x: torch.Tensor, y: torch.Tensor, eps: float) -> float:
+def _pgd_success_rate(
+    defended: Preprocessor, x: torch.Tensor, y: torch.Tensor, eps: float
+) -> float:
     """Success of 20-step Linf PGD (no random start) on the images the defended model gets right."""
     correct = defended.predict(x).argmax(dim=1) == y
     attack = PGD(norm="linf", eps=eps, steps=20, step_size=eps / 4, random_start=False, seed=0)
@@ -131,10 +141,10 @@ def _pgd_success_rate(defended: Preprocessor, x: torch.Tensor, y: torch.Tensor, 
     return result.success_rate
 
 
-@pytest.mark.parametrize(
-    "defense", [BitDepthReduction, JpegCompression], ids=["bit-depth", "jpeg"]
-)
-def test_bpda_recovers_the_attack_that_masked_gradients_stop(defense, correct_digits, digits_model) -> None:
+@pytest.mark.parametrize("defense", [BitDepthReduction, JpegCompression], ids=["bit-depth", "jpeg"])
+def test_bpda_recovers_the_attack_that_masked_gradients_stop(
+    defense, correct_digits, digits_model
+) -> None:
     # Measured: exact gradients 0%, BPDA 93% (bit depth 3) and 98% (JPEG 75) at eps 0.2.
     x, y = correct_digits[0][:60], correct_digits[1][:60]
     assert _pgd_success_rate(defense(digits_model, gradient="none"), x, y, eps=0.2) == 0.0
@@ -208,7 +218,10 @@ def test_bad_settings_and_shapes_raise(digits_model) -> None:
             lambda m: MedianFilter(m, gradient="exact"),
             "median: gradient must be 'bpda' or 'none', got 'exact'",
         ),
-        (lambda m: BitDepthReduction(m, batch_size=0), "bit-depth: batch_size must be at least 1, got 0"),
+        (
+            lambda m: BitDepthReduction(m, batch_size=0),
+            "bit-depth: batch_size must be at least 1, got 0",
+        ),
     ],
 )
 def test_bad_settings_read_like_attack_settings(digits_model, make, message) -> None:

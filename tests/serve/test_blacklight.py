@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 
 from pixelguard.errors import ConfigError, ShapeError
 from pixelguard.serve.blacklight import BlacklightDetector, effective_window, fingerprint
+from threads import run_on_threads
 
 Blacklight = functools.partial(BlacklightDetector, neighbours=1)
 """The paper's rule: one earlier near-duplicate flags a query."""
@@ -194,23 +194,11 @@ def test_eviction_of_shared_hashes() -> None:
 
 def test_check_is_thread_safe(tmp_path: Path, digit_images: np.ndarray) -> None:
     det = Blacklight(tmp_path / "threads.sqlite")
-    results: dict[int, list[bool]] = {}
-    errors: list[BaseException] = []
-
-    def worker(t: int) -> None:
-        try:
-            results[t] = [det.check(f"key{t}", im) for im in digit_images[t * 50 : (t + 1) * 50]]
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=30)
-    assert errors == [] and not any(th.is_alive() for th in threads)
+    results = run_on_threads(
+        lambda t: [det.check(f"key{t}", im) for im in digit_images[t * 50 : (t + 1) * 50]], 4
+    )
     assert len(det) == 200
-    assert not any(any(r) for r in results.values())
+    assert not any(any(r) for r in results)
     det.close()
     with Blacklight(tmp_path / "threads.sqlite") as again:
         assert len(again) == 200

@@ -5,7 +5,6 @@ bounded, scoped as documented and survives a restart."""
 from __future__ import annotations
 
 import math
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from pixelguard.serve.knn import (
     load_encoder,
     penultimate_encoder,
 )
+from threads import run_on_threads
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -261,21 +261,8 @@ def test_state_of_another_encoder_or_detector_is_refused(
 def test_check_is_thread_safe(tmp_path: Path, encoder, threshold, shuffled) -> None:
     det = FeatureKnnDetector(encoder, tmp_path / "threads.sqlite", threshold=threshold)
     images = _to_uint8(shuffled[0][:200])
-    errors: list[BaseException] = []
-
-    def worker(t: int) -> None:
-        try:
-            for im in images[t * 50 : (t + 1) * 50]:
-                det.check(f"key{t}", im)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=30)
-    assert errors == [] and len(det) == 200
+    run_on_threads(lambda t: [det.check(f"key{t}", im) for im in images[t * 50 : (t + 1) * 50]], 4)
+    assert len(det) == 200
     det.close()
     with FeatureKnnDetector(encoder, tmp_path / "threads.sqlite", threshold=threshold) as again:
         assert len(again) == 200

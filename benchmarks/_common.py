@@ -8,13 +8,16 @@ throughput, from which the "overhead ratio" (wall time over pure model time) fol
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
 import os
 import platform
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -36,6 +39,31 @@ THROUGHPUT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 400, 512, 1024)
 
 They cover what the attacks send: ART 128-image chunks and single checks,
 torchattacks whole populations (about 400), pixelguard chunks of up to 1024."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What every benchmark records of its own start: threads, time and command line."""
+
+    threads: int
+    started: datetime.datetime
+    command: str
+
+
+def begin_run(
+    script: str, argv: Sequence[str] | None, threads: int | None, *, verbose: bool = False
+) -> RunStart:
+    """Log to stderr (ART's chatter quieted), fix torch's threads and note the start."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    logging.getLogger("art").setLevel(logging.WARNING)
+    return RunStart(
+        threads=set_threads(threads),
+        started=datetime.datetime.now(datetime.timezone.utc),
+        command=shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)]),
+    )
 
 
 def set_threads(threads: int | None) -> int:

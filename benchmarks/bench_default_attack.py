@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import shlex
 import statistics
 import sys
 import tempfile
@@ -62,10 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pixelguard  # noqa: E402
 from _common import (  # noqa: E402
     CountingModule,
+    begin_run,
     describe_machine,
     load_average,
     package_versions,
-    set_threads,
     source_revision,
     write_results,
 )
@@ -698,19 +697,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("art").setLevel(logging.WARNING)
-    threads = set_threads(args.threads)
-    started = dt.datetime.now(dt.timezone.utc)
+    run = begin_run("benchmarks/bench_default_attack.py", argv, args.threads)
+    threads, started = run.threads, run.started
     clock = time.perf_counter()
     results: dict[str, Any] = {
-        "command": shlex.join(
-            [
-                "python",
-                "benchmarks/bench_default_attack.py",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
+        "command": run.command,
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "load_average_start": load_average(),

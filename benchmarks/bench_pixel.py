@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import logging
 import math
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,11 +37,11 @@ from _common import (  # noqa: E402
     CallStats,
     CountingModule,
     ThroughputTable,
+    begin_run,
     describe_machine,
     fingerprint,
     load_average,
     package_versions,
-    set_threads,
     source_revision,
     write_results,
 )
@@ -649,17 +648,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write ``results.json`` and ``results.md``; print the table."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-    )
-    logging.getLogger("art").setLevel(logging.WARNING)
-    threads = set_threads(args.threads)
-    started = dt.datetime.now(dt.timezone.utc)
+    run = begin_run("benchmarks/bench_pixel.py", argv, args.threads, verbose=args.verbose)
+    threads, started = run.threads, run.started
     results: dict[str, Any] = {
-        "command": shlex.join(
-            ["python", "benchmarks/bench_pixel.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": run.command,
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "load_average_start": load_average(),

@@ -46,7 +46,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -58,10 +57,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     CountingModule,
+    begin_run,
     describe_machine,
     load_average,
     package_versions,
-    set_threads,
     source_revision,
 )
 from _sparse_common import (  # noqa: E402
@@ -469,21 +468,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every row; write results.json, table.md and the curves; print the table."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-    )
-    logging.getLogger("art").setLevel(logging.WARNING)
-    threads = set_threads(args.threads)
-    started = dt.datetime.now(dt.timezone.utc)
+    run = begin_run("benchmarks/bench_query_curves.py", argv, args.threads, verbose=args.verbose)
+    threads, started = run.threads, run.started
     results: dict[str, Any] = {
-        "command": shlex.join(
-            [
-                "python",
-                "benchmarks/bench_query_curves.py",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
+        "command": run.command,
         "started_utc": started.strftime("%Y-%m-%d %H:%M UTC"),
         "machine": describe_machine(),
         "revision": source_revision(Path(__file__).resolve().parents[1]),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import describe_machine, load_average, package_versions, set_threads, write_results  # noqa: E402
+from _common import begin_run, describe_machine, load_average, package_versions, write_results  # noqa: E402
 from pixelguard.data import load_data  # noqa: E402
 from pixelguard.data.base import Dataset  # noqa: E402
 from pixelguard.poisoning.activation_clustering import ActivationClustering  # noqa: E402
@@ -305,15 +304,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write results.json and results.md; print the tables."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("art").setLevel(logging.WARNING)
-    threads = set_threads(args.threads)
-    started = dt.datetime.now(dt.timezone.utc)
+    run = begin_run("benchmarks/bench_screening.py", argv, args.threads)
+    threads, started = run.threads, run.started
     train, test = split_mnist(args.data_dir, args.n_train, args.seed)
     results: dict[str, Any] = {
-        "command": shlex.join(
-            ["python", "benchmarks/bench_screening.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": run.command,
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "load_average_start": load_average(),

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -53,10 +52,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     CountingModule,
+    begin_run,
     describe_machine,
     load_average,
     package_versions,
-    set_threads,
     write_results,
 )
 from _sparse_common import (  # noqa: E402
@@ -677,17 +676,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the benchmark; write results.json, results.md and the plots; print the tables."""
     args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(message)s",
-    )
-    logging.getLogger("art").setLevel(logging.WARNING)
-    threads = set_threads(args.threads)
-    started = dt.datetime.now(dt.timezone.utc)
+    run = begin_run("benchmarks/bench_sparse.py", argv, args.threads, verbose=args.verbose)
+    threads, started = run.threads, run.started
     results: dict[str, Any] = {
-        "command": shlex.join(
-            ["python", "benchmarks/bench_sparse.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
+        "command": run.command,
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "load_average_start": load_average(),

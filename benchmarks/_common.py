@@ -41,6 +41,18 @@ They cover what the attacks send: ART 128-image chunks and single checks,
 torchattacks whole populations (about 400), pixelguard chunks of up to 1024."""
 
 
+PEER_STACK = (
+    "pixelguard",
+    "torch",
+    "numpy",
+    "adversarial-robustness-toolbox",
+    "torchattacks",
+    "foolbox",
+    "matplotlib",
+)
+"""The packages whose versions a benchmark against the peers records."""
+
+
 @dataclass(frozen=True)
 class RunStart:
     """What every benchmark records of its own start: threads, time and command line."""

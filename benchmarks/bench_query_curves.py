@@ -56,6 +56,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    PEER_STACK,
     CountingModule,
     begin_run,
     describe_machine,
@@ -476,17 +477,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": describe_machine(),
         "revision": source_revision(Path(__file__).resolve().parents[1]),
         "load_average_start": load_average(),
-        "versions": package_versions(
-            [
-                "pixelguard",
-                "torch",
-                "numpy",
-                "adversarial-robustness-toolbox",
-                "torchattacks",
-                "foolbox",
-                "matplotlib",
-            ]
-        ),
+        "versions": package_versions(PEER_STACK),
         "threads": threads,
         "l0_tolerance": L0_TOLERANCE,
         "seeds": args.seeds,

@@ -51,6 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    PEER_STACK,
     CountingModule,
     begin_run,
     describe_machine,
@@ -683,17 +684,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "load_average_start": load_average(),
-        "versions": package_versions(
-            [
-                "pixelguard",
-                "torch",
-                "numpy",
-                "adversarial-robustness-toolbox",
-                "torchattacks",
-                "foolbox",
-                "matplotlib",
-            ]
-        ),
+        "versions": package_versions(PEER_STACK),
         "threads": threads,
         "l0_tolerance": L0_TOLERANCE,
         "pixels": args.pixels,

@@ -53,7 +53,6 @@ about a deterministic model, so letting it through costs the defense nothing.
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -248,9 +247,7 @@ class BlacklightDetector(DetectorState):
         # pixel digest -> id of the stored query with exactly these pixels
         self._digests: dict[bytes, int] = {}
         self._next_id = 1
-        self._db: sqlite3.Connection | None = None
-        if db_path is not None:
-            self._open(Path(db_path))
+        self._load(db_path)
 
     # -- persistence -----------------------------------------------------------------
 

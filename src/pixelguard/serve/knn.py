@@ -80,7 +80,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -420,9 +419,7 @@ class FeatureKnnDetector(DetectorState):
         self._key_codes: dict[str, int] = {}
         self._seen: Counter[Hashable] = Counter()
         self._next_id = 1
-        self._db: sqlite3.Connection | None = None
-        if db_path is not None:
-            self._open(Path(db_path))
+        self._load(db_path)
 
     # -- persistence -----------------------------------------------------------------
 

@@ -63,12 +63,23 @@ def open_state(
 class DetectorState(ABC):
     """The lock, the optional state file and the lifecycle of a stateful detector.
 
-    Subclasses set ``_lock`` and ``_db`` in ``__init__`` and say how many queries they
-    hold in :meth:`_size`.
+    Subclasses set ``_lock`` in ``__init__`` and end it with :meth:`_load`; they say
+    how to read their file in :meth:`_open` and how many queries they hold in
+    :meth:`_size`.
     """
 
     _lock: threading.Lock
     _db: sqlite3.Connection | None
+
+    def _load(self, db_path: str | Path | None) -> None:
+        """Keep the state in memory only, or in ``db_path``, loading what it holds."""
+        self._db = None
+        if db_path is not None:
+            self._open(Path(db_path))
+
+    @abstractmethod
+    def _open(self, path: Path) -> None:
+        """Open the state file, load its state and keep the connection in ``_db``."""
 
     @abstractmethod
     def _size(self) -> int:

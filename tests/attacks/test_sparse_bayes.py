@@ -10,8 +10,8 @@ from pixelguard.attacks._population import corner_table
 from pixelguard.attacks.sparse_bayes import (
     PositionPosterior,
     far_corners,
-    gumbel_top_k,
     neighbours_of,
+    weighted_sample,
 )
 from pixelguard.errors import ConfigError
 from pixelguard.testing import check_attack_result
@@ -23,16 +23,29 @@ def batch(correct_digits):
     return x[:40], y[:40]
 
 
-def test_gumbel_top_k_draws_distinct_positions_by_weight() -> None:
+def test_weighted_sample_draws_distinct_positions_by_weight() -> None:
     generator = torch.Generator().manual_seed(0)
-    weights = torch.zeros(2000, 10)
-    weights[:, 0] = 3.0  # e^3 = 20 times as likely as each other column
-    weights[:, 9] = float("-inf")
-    drawn = gumbel_top_k(generator, weights, 3)
+    weights = torch.ones(2000, 10)
+    weights[:, 0] = 20.0  # 20 times as likely as each other column
+    weights[:, 9] = 0.0
+    drawn = weighted_sample(generator, weights, 3)
     assert all(len(set(row.tolist())) == 3 for row in drawn)
     assert not bool((drawn == 9).any()), "a position of weight 0 is never drawn"
     first = (drawn[:, 0] == 0).float().mean()
-    assert 0.65 < float(first) < 0.85  # exactly 20 / 28 = 0.714
+    assert 0.65 < float(first) < 0.78  # exactly 20 / 28 = 0.714
+    second = (drawn[:, 1] == 0).float().mean()
+    assert 0.17 < float(second) < 0.29  # 8/28 * 20/27 = 0.212: drawn without replacement
+
+
+def test_weighted_sample_stays_exact_when_the_weight_sits_on_few_positions() -> None:
+    generator = torch.Generator().manual_seed(3)
+    weights = torch.full((500, 50), 1e-6)
+    weights[:, :2] = 1.0
+    weights[:, 49] = 0.0
+    drawn = weighted_sample(generator, weights, 5)
+    assert all(len(set(row.tolist())) == 5 for row in drawn)
+    assert not bool((drawn == 49).any())
+    assert bool(((drawn[:, :2] == 0) | (drawn[:, :2] == 1)).all()), "the heavy positions go first"
 
 
 def test_neighbours_lie_within_the_radius_and_repeat_nothing() -> None:
@@ -68,14 +81,16 @@ def test_far_corners_prefer_the_opposite_colour() -> None:
 
 def test_the_posterior_favours_positions_that_improved_the_loss() -> None:
     posterior = PositionPosterior.empty(2, 5, strength=2.0, shared=True, device=torch.device("cpu"))
-    rows = torch.tensor([0, 0, 0])
-    added = torch.tensor([[1], [1], [2]])
-    removed = torch.tensor([[3], [3], [4]])
-    posterior.update(rows, added, removed, torch.tensor([True, True, False]))
-    own = posterior.log_mean(torch.tensor([0]))[0]
+    for improved in (True, True, False):
+        added = torch.tensor([[1 if improved else 2], [4]])
+        removed = torch.tensor([[3 if improved else 4], [0]])
+        posterior.update(added, removed, torch.tensor([improved, False]))
+    own = posterior.mean()[0]
     assert int(own.argmax()) == 1 and own[2] < own[0] and own[3] < own[0]
-    other = posterior.log_mean(torch.tensor([1]))[0]
-    assert int(other.argmax()) == 1, "the pooled prior carries image 0's evidence to image 1"
+    posterior.keep(torch.tensor([False, True]))
+    other = posterior.mean()[0]
+    assert other[1] > other[2], "the pooled prior carries image 0's evidence to image 1"
+    assert other[4] < other[0], "image 1's own misses at position 4 count"
 
 
 @pytest.mark.parametrize("pixels", [2, 5])

@@ -47,9 +47,9 @@ from pixelguard.attacks._population import (
 )
 from pixelguard.attacks.base import AttackState, register_attack
 from pixelguard.attacks.corner_search import CornerPixelSearch
-from pixelguard.attacks.sparse_rs import swap_fraction
+from pixelguard.attacks.sparse_rs import proposals_per_image, swap_fraction
 from pixelguard.config import at_least, between, positive
-from pixelguard.models.base import OutputKind
+from pixelguard.models.base import OutputKind, preferred_batch_size
 
 
 def gumbel_noise(
@@ -133,15 +133,17 @@ class PositionPosterior:
             prior = 0.5 * rate / rate.mean()
         return (self.hits + self.strength * prior).div_(self.tries + self.strength)
 
-    def update(self, added: torch.Tensor, removed: torch.Tensor, improved: torch.Tensor) -> None:
-        """Score one proposal per row: added positions hit when the loss improved,
+    def update(
+        self, rows: torch.Tensor, added: torch.Tensor, removed: torch.Tensor, improved: torch.Tensor
+    ) -> None:
+        """Score proposals of the given rows: added positions hit when the loss improved,
         removed positions miss when it improved without them.
 
         Shape:
-            improved: (A,); added, removed: (A, s).
+            rows, improved: (R,); added, removed: (R, s).
         """
         hit = improved.to(self.hits.dtype).unsqueeze(1).expand(added.shape)
-        owner = torch.arange(added.shape[0], device=added.device).unsqueeze(1).expand(added.shape)
+        owner = rows.unsqueeze(1).expand(added.shape)
         one = torch.ones_like(hit)
         self.hits.index_put_((owner, added), hit, accumulate=True)
         self.tries.index_put_((owner, added), one, accumulate=True)
@@ -209,6 +211,29 @@ def local_radius(size: tuple[int, ...]) -> int:
     return max(1, round(min(size) / 32))
 
 
+ACCEPTANCE_SMOOTHING = 0.1
+"""Weight of the latest step in each image's running share of proposals that improved."""
+
+
+def speculative_proposals(
+    active: int, fill: int, acceptance: float, speculation: float, queries_left: int
+) -> int:
+    """Proposals each of ``active`` images makes from its current pixels in one step.
+
+    Random search keeps its pixels when a proposal fails, so while proposals rarely
+    improve, several drawn at once from the same pixels are nearly the steps that
+    would have followed one by one. Below ``fill`` images per model call (the model's
+    fastest batch size), each image proposes enough to fill the call, but no more
+    than ``speculation / acceptance`` (the expected improvements per step stay under
+    ``speculation``; ``acceptance`` is the highest running share of proposals that
+    improved), :data:`~pixelguard.attacks.sparse_rs.MAX_PROPOSALS` or ``queries_left``.
+    """
+    if speculation <= 0:
+        return 1
+    safe = int(speculation / max(acceptance, 1e-6))
+    return max(1, min(proposals_per_image(active, fill, queries_left), safe))
+
+
 def bayesian_sparse_search(
     state: AttackState,
     active: torch.Tensor,
@@ -222,6 +247,7 @@ def bayesian_sparse_search(
     colour_bias: float = 3.0,
     prior_strength: float = 2.0,
     shared_prior: bool = True,
+    speculation: float = 0.0,
     report_progress: bool = False,
 ) -> torch.Tensor:
     """Run the search on the ``active`` images; write winners into ``state.x_adv``.
@@ -254,34 +280,49 @@ def bayesian_sparse_search(
     pos = weighted_sample(generator, posterior.mean(), k)
     col = colours_at(active, pos)
     loss = torch.full((active.numel(),), float("inf"), device=device)
+    acceptance = torch.ones(active.numel(), device=device)
+    fill = preferred_batch_size(state.model)
     spent = 0
     while spent < steps and active.numel():
+        a = active.numel()
+        rows = torch.arange(a, device=device)
         if spent == 0:
-            cand_pos, cand_col = pos, col
+            m, owner, cand_pos, cand_col = 1, rows, pos, col
         else:
+            left = min(steps - spent, int(state.remaining(active).min()))
+            m = speculative_proposals(a, fill, float(acceptance.max()), speculation, left)
+            owner = rows.repeat_interleave(m)
+            base_pos, base_col = pos[owner], col[owner]
             n_swap = min(max(1, int(swap_fraction(p_init, spent, steps) * k)), n_pixels - k or k)
             mean = posterior.mean()
-            which = weighted_sample(generator, mean.gather(1, pos).reciprocal_(), n_swap)
+            which = weighted_sample(generator, mean.gather(1, pos).reciprocal_()[owner], n_swap)
             if k < n_pixels:
-                moved = weighted_sample(generator, mean.scatter_(1, pos, 0.0), n_swap)
-                moved = neighbours_of(generator, pos, pos, moved, local, radius, (h, w))
+                moved = weighted_sample(generator, mean.scatter_(1, pos, 0.0)[owner], n_swap)
+                moved = neighbours_of(generator, base_pos, base_pos, moved, local, radius, (h, w))
             else:
-                moved = pos.gather(1, which)
-            removed = pos.gather(1, which)
-            cand_pos = pos.scatter(1, which, moved)
-            cand_col = col.scatter(1, which, colours_at(active, moved))
+                moved = base_pos.gather(1, which)
+            removed = base_pos.gather(1, which)
+            cand_pos = base_pos.scatter(1, which, moved)
+            cand_col = base_col.scatter(1, which, colours_at(active[owner], moved))
+        owners = active[owner]
         values = corners[cand_col]
-        step_loss, fooled = score_candidates(state, active, cand_pos, values, loss_fn)
-        fooled_images |= record_winners(state, active, cand_pos, values, step_loss, fooled)
-        better = step_loss < loss
+        step_loss, fooled = score_candidates(state, owners, cand_pos, values, loss_fn)
+        fooled_images |= record_winners(state, owners, cand_pos, values, step_loss, fooled)
         if spent:
-            posterior.update(moved, removed, better)
-        pos = torch.where(better.unsqueeze(1), cand_pos, pos)
-        col = torch.where(better.unsqueeze(1), cand_col, col)
-        loss = torch.where(better, step_loss, loss)
-        spent += 1
-        keep = ~fooled & (state.remaining(active) >= 1)
+            improved = step_loss < loss[owner]
+            posterior.update(owner, moved, removed, improved)
+            rate = improved.to(acceptance.dtype).view(a, m).mean(dim=1)
+            acceptance += ACCEPTANCE_SMOOTHING * (rate - acceptance)
+        best_loss, best = step_loss.view(a, m).min(dim=1)
+        pick = rows * m + best
+        better = best_loss < loss
+        pos = torch.where(better.unsqueeze(1), cand_pos[pick], pos)
+        col = torch.where(better.unsqueeze(1), cand_col[pick], col)
+        loss = torch.where(better, best_loss, loss)
+        spent += m
+        keep = ~fooled.view(a, m).any(dim=1) & (state.remaining(active) >= 1)
         active, pos, col, loss = active[keep], pos[keep], col[keep], loss[keep]
+        acceptance = acceptance[keep]
         posterior.keep(keep)
         if report_progress:
             state.report(n - active.numel())
@@ -324,12 +365,14 @@ class SparseBayes(CornerPixelSearch):
     colour_bias: float = 3.0
     prior_strength: float = 2.0
     shared_prior: bool = True
+    speculation: float = 0.25
 
     _constraints = {
         "local": between(0, 1),
         "radius": at_least(1, optional=True),
         "colour_bias": between(0, 100),
         "prior_strength": positive(),
+        "speculation": between(0, 1),
     }
 
     def _search(self, state: AttackState) -> None:
@@ -346,5 +389,6 @@ class SparseBayes(CornerPixelSearch):
             colour_bias=self.colour_bias,
             prior_strength=self.prior_strength,
             shared_prior=self.shared_prior,
+            speculation=self.speculation,
             report_progress=True,
         )

@@ -21,9 +21,16 @@ pixels and *which colour* it gives them, so that fewer queries are wasted:
   log-weight ``colour_bias`` times its squared distance from the pixel's own colour,
   so a dark pixel most likely turns white, a red one cyan.
 
-One query per image per step, every active image in one model call; candidates are
-materialised within the model's memory budget. Measured against pixelguard's plain
-Sparse-RS (which matches the authors' code) in ``BENCHMARKS.md``.
+- **Speculative proposals.** A failed proposal leaves the pixels as they were, so while
+  an image's proposals rarely improve, several drawn at once from its pixels are nearly
+  the steps that would have followed one by one. When fewer images are searching than
+  the model's fastest batch size, each proposes enough to fill the call, but only as
+  many as keep the expected improvements per step under ``speculation`` (a quarter):
+  the last hard images no longer run the model one image per call.
+
+Every active image's proposals go to the model in one call; candidates are materialised
+within the model's memory budget. Measured against pixelguard's plain Sparse-RS (which
+matches the authors' code) in ``BENCHMARKS.md``.
 
 References:
     Croce, Andriushchenko, Singh, Flammarion, Hein. "Sparse-RS: a versatile framework
@@ -349,6 +356,9 @@ class SparseBayes(CornerPixelSearch):
             pixel's corner (0: uniform).
         prior_strength: pseudo-counts of the prior in each image's posterior.
         shared_prior: pool the evidence of all images of the batch into the prior.
+        speculation: when fewer images are searching than the model's batch size, each
+            proposes several candidates per step, up to this many expected improvements
+            per step (see :func:`speculative_proposals`); 0: one proposal per step.
         seed: seed of the attack's random generator.
         budget: hard limit on queries per image, the clean query included.
 

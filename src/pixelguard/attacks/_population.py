@@ -72,6 +72,33 @@ def score_candidates(
     return torch.cat(losses), torch.cat(fooled)
 
 
+def accept_best(
+    step_loss: torch.Tensor,
+    cand_pos: torch.Tensor,
+    cand_col: torch.Tensor,
+    pos: torch.Tensor,
+    col: torch.Tensor,
+    loss: torch.Tensor,
+    proposals: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's best of its ``proposals`` consecutive candidates replaces the image's
+    pixels (positions and corner indices) where it lowers the image's loss.
+
+    Shape:
+        step_loss: (A * m,); cand_pos, cand_col: (A * m, k); pos, col: (A, k); loss: (A,)
+        -> pos, col, loss of the same shapes.
+    """
+    a = loss.shape[0]
+    best_loss, best = step_loss.view(a, proposals).min(dim=1)
+    pick = torch.arange(a, device=loss.device) * proposals + best
+    better = best_loss < loss
+    return (
+        torch.where(better.unsqueeze(1), cand_pos[pick], pos),
+        torch.where(better.unsqueeze(1), cand_col[pick], col),
+        torch.where(better, best_loss, loss),
+    )
+
+
 def record_winners(
     state: AttackState,
     owner: torch.Tensor,

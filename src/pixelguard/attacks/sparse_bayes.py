@@ -47,6 +47,7 @@ import torch
 
 from pixelguard.attacks._population import (
     LossFunction,
+    accept_best,
     corner_table,
     margin_loss,
     record_winners,
@@ -320,12 +321,7 @@ def bayesian_sparse_search(
             posterior.update(owner, moved, removed, improved)
             rate = improved.to(acceptance.dtype).view(a, m).mean(dim=1)
             acceptance += ACCEPTANCE_SMOOTHING * (rate - acceptance)
-        best_loss, best = step_loss.view(a, m).min(dim=1)
-        pick = rows * m + best
-        better = best_loss < loss
-        pos = torch.where(better.unsqueeze(1), cand_pos[pick], pos)
-        col = torch.where(better.unsqueeze(1), cand_col[pick], col)
-        loss = torch.where(better, best_loss, loss)
+        pos, col, loss = accept_best(step_loss, cand_pos, cand_col, pos, col, loss, m)
         spent += m
         keep = ~fooled.view(a, m).any(dim=1) & (state.remaining(active) >= 1)
         active, pos, col, loss = active[keep], pos[keep], col[keep], loss[keep]

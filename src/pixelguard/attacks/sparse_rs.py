@@ -22,6 +22,7 @@ import torch
 
 from pixelguard.attacks._population import (
     LossFunction,
+    accept_best,
     corner_table,
     margin_loss,
     pixel_corner_index,
@@ -135,12 +136,7 @@ def sparse_random_search(
         values = corners[cand_col]
         step_loss, fooled = score_candidates(state, owners, cand_pos, values, loss_fn)
         fooled_images |= record_winners(state, owners, cand_pos, values, step_loss, fooled)
-        best_loss, best = step_loss.view(a, m).min(dim=1)
-        pick = torch.arange(a, device=x.device) * m + best
-        better = best_loss < loss
-        pos = torch.where(better.unsqueeze(1), cand_pos[pick], pos)
-        col = torch.where(better.unsqueeze(1), cand_col[pick], col)
-        loss = torch.where(better, best_loss, loss)
+        pos, col, loss = accept_best(step_loss, cand_pos, cand_col, pos, col, loss, m)
         spent += m
         keep = ~fooled.view(a, m).any(dim=1) & (state.remaining(active) >= 1)
         active, pos, col, loss, slot = active[keep], pos[keep], col[keep], loss[keep], slot[keep]

@@ -443,8 +443,16 @@ def echo_detected(model: Classifier) -> None:
 def model_info(
     spec: str, model: Classifier, options: ModelOptions, defense: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """How the model was given (and the defense it sits behind, if any), for reports."""
-    info = {"spec": spec, "input_shape": list(model.input_shape), "options": options.given()}
+    """How the model was given (and the defense it sits behind, if any), and the batch
+    size its calls ran at (attacks that fill calls depend on it), for reports."""
+    from pixelguard.models.base import preferred_batch_size
+
+    info = {
+        "spec": spec,
+        "input_shape": list(model.input_shape),
+        "batch_size": preferred_batch_size(model),
+        "options": options.given(),
+    }
     return info if defense is None else {**info, "defense": defense}
 
 

@@ -117,17 +117,20 @@ class Stub:
                     {"path": url.path, "n": len(decoded), "body": body, "headers": handler.headers}
                 )
             if fault is not None:
-                _send(handler, fault.status, fault.body or b"", fault.headers)
-                return
-            if "delay" in params:
-                self.stop.wait(float(params["delay"]))
-            if url.path == "/auth" and handler.headers.get("Authorization") != "Bearer s3cret":
-                _send(handler, 401, b'{"error": "bad API key"}')
-                return
-            _send(handler, 200, json.dumps(_reply(url.path, decoded, params)).encode())
+                reply = (fault.status, fault.body or b"", fault.headers)
+            else:
+                if "delay" in params:
+                    self.stop.wait(float(params["delay"]))
+                if url.path == "/auth" and handler.headers.get("Authorization") != "Bearer s3cret":
+                    reply = (401, b'{"error": "bad API key"}', None)
+                else:
+                    reply = (200, json.dumps(_reply(url.path, decoded, params)).encode(), None)
         finally:
+            # done before the answer goes out: the client may send its next request the
+            # moment it has this one's answer
             with self.lock:
                 self.inflight -= 1
+        _send(handler, *reply)
 
 
 def _decode_image(value: Any, params: dict[str, str]) -> np.ndarray:

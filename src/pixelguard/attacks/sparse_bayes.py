@@ -305,7 +305,8 @@ def bayesian_sparse_search(
             mean = posterior.mean()
             which = weighted_sample(generator, mean.gather(1, pos).reciprocal_()[owner], n_swap)
             if k < n_pixels:
-                moved = weighted_sample(generator, mean.scatter_(1, pos, 0.0)[owner], n_swap)
+                unkept = mean.scatter_(1, pos, 0.0)
+                moved = weighted_sample(generator, unkept if m == 1 else unkept[owner], n_swap)
                 moved = neighbours_of(generator, base_pos, base_pos, moved, local, radius, (h, w))
             else:
                 moved = base_pos.gather(1, which)

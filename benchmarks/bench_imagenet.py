@@ -21,7 +21,8 @@ and the wall-time overhead: attack time over the model's own time for the querie
 spent, at the batch size where the model is fastest (swept here before and after the
 attacks; the model's time is then a replay of up to 1,200 photos at that size). The
 attacks call the model at the batch size pixelguard's own calibration picks (what
-``--batch-size auto`` does). Written to ``--out``: ``results.json``, ``results.md`` and ``curves.png``.
+``--batch-size auto`` does). Written to ``--out``: ``results.json``, ``results.md``
+and ``curves.png``.
 
 Example:
     python benchmarks/bench_imagenet.py --pixels 50 --budget 1000 --seeds 0,1,2
@@ -298,14 +299,16 @@ def main(argv: list[str] | None = None) -> None:
     batch_sizes = (1, 2, 4, 8, 16, 32)
     before = ThroughputTable.measure(task.module, task.input_shape, batch_sizes)
     own_choice = calibrate(TorchClassifier(task.module, task.input_shape), cache=False)
-    best = own_choice.batch_size  # what ``--batch-size auto`` would use
+    attack_batch = own_choice.batch_size  # what ``--batch-size auto`` would use
     counting = CountingModule(task.module).eval()
     seeds = [int(v) for v in _csv(args.seeds)]
     outputs: list[tuple[int, AttackOutput]] = []
     for name in _csv(args.attacks):
         for seed in seeds:
             logger.info("%s, seed %d", name, seed)
-            output = run_pixelguard(name, task, counting, args.pixels, args.budget, seed, best)
+            output = run_pixelguard(
+                name, task, counting, args.pixels, args.budget, seed, attack_batch
+            )
             outputs.append((seed, output))
     skipped: dict[str, str] = {}
     if args.peers == "art":

@@ -11,6 +11,7 @@ from pixelguard.attacks._population import corner_table
 from pixelguard.attacks.sparse_bayes import (
     PositionPosterior,
     far_corners,
+    local_share,
     neighbours_of,
     speculative_proposals,
     weighted_sample,
@@ -149,6 +150,14 @@ def test_speculative_proposals_fill_calls_only_while_proposals_rarely_improve() 
     assert speculative_proposals(20, 8, 0.01, 0.25, 100) == 1, "the call is full already"
 
 
+def test_local_moves_grow_in_over_the_warmup() -> None:
+    assert local_share(0.7, 0, 100) == 0.0, "the first pixels are random: no local moves yet"
+    assert local_share(0.7, 50, 100) == pytest.approx(0.35)
+    assert local_share(0.7, 100, 100) == pytest.approx(0.7)
+    assert local_share(0.7, 5000, 100) == pytest.approx(0.7), "never past local"
+    assert local_share(0.7, 1, 0) == pytest.approx(0.7), "warmup 0: local from the start"
+
+
 class CallSizes(nn.Module):
     """Records how many images each forward call of ``module`` holds."""
 
@@ -179,6 +188,8 @@ def test_invalid_settings_are_refused() -> None:
         create_attack("sparse-bayes", local=1.5)
     with pytest.raises(ConfigError, match="prior_strength"):
         create_attack("sparse-bayes", prior_strength=0)
+    with pytest.raises(ConfigError, match="local_warmup"):
+        create_attack("sparse-bayes", local_warmup=-1)
 
 
 def test_a_result_moves_to_the_cpu_whole(digits_model, batch):

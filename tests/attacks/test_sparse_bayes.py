@@ -125,13 +125,17 @@ def test_single_pixel_runs_the_exact_scan_when_the_budget_covers_it(digits_model
 
 
 def test_fools_as_many_as_sparse_rs_with_fewer_queries(digits_model, batch):
-    """Measured on these 40 digits at k = 3 and 200 queries: equal or more images fooled
+    """The posterior search on its own (``additive_features=0``; by default these small
+    images go to the additive model first, tested in ``test_additive_search.py``).
+    Measured on these 40 digits at k = 3 and 200 queries: equal or more images fooled
     on each seed (give or take one), and 10-30% fewer queries in all over three seeds (a
     failure counts the budget; single seeds range from 3% more to 30% fewer)."""
     x, y = batch
     spent = {"bayes": 0, "rs": 0}
     for seed in (0, 1, 2):
-        bayes = SparseBayes(pixels=3, budget=200, seed=seed).run(digits_model, x, y)
+        bayes = SparseBayes(pixels=3, budget=200, seed=seed, additive_features=0).run(
+            digits_model, x, y
+        )
         rs = SparseRS(pixels=3, steps=199, budget=200, seed=seed, min_batch=1).run(
             digits_model, x, y
         )
@@ -174,9 +178,9 @@ def test_few_images_fill_the_models_calls_within_their_budget(digits_model, batc
     x, y = batch
     recorder = CallSizes(digits_model.module)
     model = TorchClassifier(recorder, (1, 8, 8), batch_size=64)
-    result = SparseBayes(pixels=1, budget=400, exact_single_pixel=False, seed=0).run(
-        model, x[:3], y[:3]
-    )
+    result = SparseBayes(
+        pixels=1, budget=400, exact_single_pixel=False, additive_features=0, seed=0
+    ).run(model, x[:3], y[:3])
     check_attack_result(result, digits_model, x[:3], max_pixels=1, budget=400)
     assert max(recorder.sizes) > 3, "with proposals failing, 3 images fill calls of more"
     unfooled = ~result.success

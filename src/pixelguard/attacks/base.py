@@ -210,10 +210,12 @@ class AttackState:
     ``model`` counts and limits queries: pass ``index`` (the image each row belongs
     to) with every call. Attacks write adversarial images into ``x_adv`` (a copy of
     ``x``); ``unfooled`` holds the images the clean query did not already fool;
-    ``reject_class`` is the model's (see :func:`fools`).
+    ``reject_class`` is the model's (see :func:`fools`); ``clean_scores`` the model's
+    answer to that clean query (None where the attack spent none).
 
     Shape:
-        x, x_adv: (N, C, H, W); y, target: (N,); unfooled: (A,) image indices.
+        x, x_adv: (N, C, H, W); y, target: (N,); unfooled: (A,) image indices;
+        clean_scores: (N, K).
     """
 
     model: QueryCounter
@@ -225,6 +227,7 @@ class AttackState:
     unfooled: torch.Tensor
     progress: ProgressCallback | None = None
     reject_class: int | None = None
+    clean_scores: torch.Tensor | None = None
 
     @property
     def n_images(self) -> int:
@@ -498,7 +501,8 @@ class Attack(ABC):
         if n and self._scans_without_clean_query(tuple(x.shape[1:])):
             state.unfooled = torch.arange(n, device=x.device)
         elif n:
-            fooled = fools(counter.predict(x).argmax(dim=1), y, target_t, reject_class)
+            state.clean_scores = counter.predict(x)
+            fooled = fools(state.clean_scores.argmax(dim=1), y, target_t, reject_class)
             state.unfooled = (~fooled).nonzero().flatten()
         if state.unfooled.numel():  # nothing to search when the clean query fooled all
             self._run(state)

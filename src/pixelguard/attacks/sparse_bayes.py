@@ -31,6 +31,12 @@ pixels and *which colour* it gives them, so that fewer queries are wasted:
   many as keep the expected improvements per step under ``speculation`` (a quarter):
   the last hard images no longer run the model one image per call.
 
+On small inputs (at most ``additive_features`` features, a position painted one corner
+of the colour cube: 128 on 8x8 grey digits) the first half of the steps goes to the
+additive-margin model of :mod:`~pixelguard.attacks.additive_search`, which fits the
+margin as a sum over changed pixels and asks for the set most likely to fool; the
+images it has not fooled by then go on with the search above.
+
 Every active image's proposals go to the model in one call; candidates are materialised
 within the model's memory budget. Measured against pixelguard's plain Sparse-RS (which
 matches the authors' code) in ``BENCHMARKS.md``.
@@ -56,6 +62,7 @@ from pixelguard.attacks._population import (
     record_winners,
     score_candidates,
 )
+from pixelguard.attacks.additive_search import additive_sparse_search, feature_count
 from pixelguard.attacks.base import AttackState, register_attack
 from pixelguard.attacks.corner_search import CornerPixelSearch
 from pixelguard.attacks.sparse_rs import proposals_per_image, swap_fraction
@@ -371,6 +378,14 @@ class SparseBayes(CornerPixelSearch):
         speculation: when fewer images are searching than the model's batch size, each
             proposes several candidates per step, up to this many expected improvements
             per step (see :func:`speculative_proposals`); 0: one proposal per step.
+        additive_features: inputs with at most this many features ``H * W * 2**C``
+            (a position painted one corner of the colour cube: 128 on 8x8 grey
+            digits, 512 on 8x8 RGB) are searched with the additive margin model of
+            :mod:`~pixelguard.attacks.additive_search` instead (the settings above
+            for its first ``additive_share`` of the steps; an image it has not fooled
+            by then goes on with the search above; 0: never.
+        additive_share: the share of the steps (in (0, 1], at least one step) the
+            additive model gets; 1: all of them.
         seed: seed of the attack's random generator.
         budget: hard limit on queries per image, the clean query included.
 
@@ -389,6 +404,8 @@ class SparseBayes(CornerPixelSearch):
     prior_strength: float = 2.0
     shared_prior: bool = True
     speculation: float = 0.25
+    additive_features: int = 1024
+    additive_share: float = 0.5
 
     _constraints = {
         "local": between(0, 1),
@@ -397,17 +414,40 @@ class SparseBayes(CornerPixelSearch):
         "colour_bias": between(0, 100),
         "prior_strength": positive(),
         "speculation": between(0, 1),
+        "additive_features": at_least(0),
+        "additive_share": between(0, 1, low_open=True),
     }
 
     def _search(self, state: AttackState) -> None:
-        steps = self.steps if self.budget is None else min(self.steps, self.budget - 1)
+        steps = max(1, self.steps if self.budget is None else min(self.steps, self.budget - 1))
+        loss_fn = margin_loss(OutputKind(state.model.capabilities.output), state.reject_class)
+        images = state.unfooled
+        shape = tuple(state.x.shape[1:])
+        if state.clean_scores is not None and feature_count(shape) <= self.additive_features:
+            additive_steps = max(1, round(self.additive_share * steps))
+            fooled = additive_sparse_search(
+                state,
+                images,
+                pixels=self.pixels,
+                steps=additive_steps,
+                clean_loss=loss_fn(
+                    state.clean_scores[images], state.y[images], state.target_of(images)
+                ),
+                loss_fn=loss_fn,
+                report_progress=True,
+            )
+            images = images[~fooled[images]]
+            images = images[state.remaining(images) >= 1]
+            steps -= additive_steps
+        if not images.numel() or steps < 1:
+            return
         bayesian_sparse_search(
             state,
-            state.unfooled,
+            images,
             pixels=self.pixels,
-            steps=max(1, steps),
+            steps=steps,
             p_init=self.p_init,
-            loss_fn=margin_loss(OutputKind(state.model.capabilities.output), state.reject_class),
+            loss_fn=loss_fn,
             local=self.local,
             local_warmup=self.local_warmup,
             radius=self.radius,

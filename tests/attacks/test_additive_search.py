@@ -103,7 +103,7 @@ def test_finds_the_only_fooling_set_on_an_additive_model() -> None:
     for image in range(6):
         model = TorchClassifier(SecretPixels(secrets[image]), (1, 8, 8), output="logits")
         x, y = torch.zeros(1, 1, 8, 8), torch.zeros(1, dtype=torch.int64)
-        result = SparseBayes(pixels=3, budget=300, seed=image, additive_share=1.0).run(model, x, y)
+        result = SparseBayes(pixels=3, budget=300, seed=image).run(model, x, y)
         check_attack_result(result, model, x, max_pixels=3, budget=300)
         changed = result.x_adv[0, 0].flatten().nonzero().flatten()
         assert sorted(changed.tolist()) == sorted(secrets[image].tolist())
@@ -152,7 +152,7 @@ def test_images_go_in_groups_that_fit_the_memory_budget(digits_model, correct_di
 
 def test_images_it_has_not_fooled_go_on_with_the_posterior_search(digits_model, correct_digits):
     x, y = correct_digits[0][:20], correct_digits[1][:20]
-    short = SparseBayes(pixels=2, budget=150, seed=7, additive_share=0.02).run(digits_model, x, y)
+    short = SparseBayes(pixels=2, budget=150, seed=7, additive_steps=3).run(digits_model, x, y)
     check_attack_result(short, digits_model, x, max_pixels=2, budget=150)
     late = short.success & (short.queries > 5)
     assert bool(late.any()), "images fooled after the additive model's 3 steps"
@@ -160,7 +160,7 @@ def test_images_it_has_not_fooled_go_on_with_the_posterior_search(digits_model, 
 
 
 def test_invalid_additive_settings_are_refused() -> None:
-    with pytest.raises(ConfigError, match="additive_share"):
-        create_attack("sparse-bayes", additive_share=0)
+    with pytest.raises(ConfigError, match="additive_steps"):
+        create_attack("sparse-bayes", additive_steps=0)
     with pytest.raises(ConfigError, match="additive_features"):
         create_attack("sparse-bayes", additive_features=-1)

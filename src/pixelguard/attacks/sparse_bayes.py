@@ -32,8 +32,8 @@ pixels and *which colour* it gives them, so that fewer queries are wasted:
   the last hard images no longer run the model one image per call.
 
 On small inputs (at most ``additive_features`` features, a position painted one corner
-of the colour cube: 128 on 8x8 grey digits) the first half of the steps goes to the
-additive-margin model of :mod:`~pixelguard.attacks.additive_search`, which fits the
+of the colour cube: 128 on 8x8 grey digits) the first 150 steps (at most half of them)
+go to the additive-margin model of :mod:`~pixelguard.attacks.additive_search`, which fits the
 margin as a sum over changed pixels and asks for the set most likely to fool; the
 images it has not fooled by then go on with the search above.
 
@@ -381,11 +381,10 @@ class SparseBayes(CornerPixelSearch):
         additive_features: inputs with at most this many features ``H * W * 2**C``
             (a position painted one corner of the colour cube: 128 on 8x8 grey
             digits, 512 on 8x8 RGB) are searched with the additive margin model of
-            :mod:`~pixelguard.attacks.additive_search` instead (the settings above
-            for its first ``additive_share`` of the steps; an image it has not fooled
-            by then goes on with the search above; 0: never.
-        additive_share: the share of the steps (in (0, 1], at least one step) the
-            additive model gets; 1: all of them.
+            :mod:`~pixelguard.attacks.additive_search` first (the settings above do
+            not apply to it); an image it has not fooled after ``additive_steps``
+            steps (at most half of them) goes on with the search above; 0: never.
+        additive_steps: the most steps the additive model gets on an image.
         seed: seed of the attack's random generator.
         budget: hard limit on queries per image, the clean query included.
 
@@ -405,7 +404,7 @@ class SparseBayes(CornerPixelSearch):
     shared_prior: bool = True
     speculation: float = 0.25
     additive_features: int = 1024
-    additive_share: float = 0.5
+    additive_steps: int = 150
 
     _constraints = {
         "local": between(0, 1),
@@ -415,7 +414,7 @@ class SparseBayes(CornerPixelSearch):
         "prior_strength": positive(),
         "speculation": between(0, 1),
         "additive_features": at_least(0),
-        "additive_share": between(0, 1, low_open=True),
+        "additive_steps": at_least(1),
     }
 
     def _search(self, state: AttackState) -> None:
@@ -424,7 +423,7 @@ class SparseBayes(CornerPixelSearch):
         images = state.unfooled
         shape = tuple(state.x.shape[1:])
         if state.clean_scores is not None and feature_count(shape) <= self.additive_features:
-            additive_steps = max(1, round(self.additive_share * steps))
+            additive_steps = min(self.additive_steps, (steps + 1) // 2)
             fooled = additive_sparse_search(
                 state,
                 images,

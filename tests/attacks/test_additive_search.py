@@ -13,6 +13,7 @@ from pixelguard.attacks.additive_search import (
     change_sizes,
     feature_count,
     likeliest_fooling_sets,
+    posterior_bytes,
 )
 from pixelguard.errors import ConfigError
 from pixelguard.models.torch import TorchClassifier
@@ -148,6 +149,19 @@ def test_images_go_in_groups_that_fit_the_memory_budget(digits_model, correct_di
     grouped = SparseBayes(pixels=3, budget=100, seed=6).run(small, x, y)
     check_attack_result(grouped, digits_model, x, max_pixels=3, budget=100)
     assert int(grouped.success.sum()) >= 6
+
+
+def test_a_memory_budget_below_one_posterior_keeps_the_posterior_search(
+    digits_model, correct_digits
+):
+    x, y = correct_digits[0][:8], correct_digits[1][:8]
+    tight = TorchClassifier(
+        digits_model.module, (1, 8, 8), max_memory=posterior_bytes((1, 8, 8)) - 1
+    )
+    default = SparseBayes(pixels=3, budget=60, seed=8).run(tight, x, y)
+    posterior_only = SparseBayes(pixels=3, budget=60, seed=8, additive_features=0).run(tight, x, y)
+    assert torch.equal(default.x_adv, posterior_only.x_adv)
+    assert torch.equal(default.queries, posterior_only.queries)
 
 
 def test_images_it_has_not_fooled_go_on_with_the_posterior_search(digits_model, correct_digits):

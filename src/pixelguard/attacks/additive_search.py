@@ -61,6 +61,12 @@ def feature_count(shape: tuple[int, ...]) -> int:
     return h * w * 2**c
 
 
+def posterior_bytes(shape: tuple[int, ...]) -> int:
+    """Memory one image's posterior takes while it is updated: three float64 matrices
+    of :func:`feature_count` squared (the covariance and the temporaries of an update)."""
+    return 3 * 8 * feature_count(shape) ** 2
+
+
 def change_sizes(x: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
     """How far painting each pixel each corner moves it: RMS over channels.
 
@@ -221,9 +227,8 @@ def additive_sparse_search(
     """
     x = state.x
     n, c, h, w = x.shape
-    features = feature_count((c, h, w))
-    group = max(1, memory_budget(state.model) // (3 * 8 * features * features))
-    shared = SharedEvidence.empty(features, noise, x.device)
+    group = max(1, memory_budget(state.model) // posterior_bytes((c, h, w)))
+    shared = SharedEvidence.empty(feature_count((c, h, w)), noise, x.device)
     fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
     for lo in range(0, active.numel(), group):
         fooled |= _search_group(

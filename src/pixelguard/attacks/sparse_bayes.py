@@ -62,12 +62,16 @@ from pixelguard.attacks._population import (
     record_winners,
     score_candidates,
 )
-from pixelguard.attacks.additive_search import additive_sparse_search, feature_count
+from pixelguard.attacks.additive_search import (
+    additive_sparse_search,
+    feature_count,
+    posterior_bytes,
+)
 from pixelguard.attacks.base import AttackState, register_attack
 from pixelguard.attacks.corner_search import CornerPixelSearch
 from pixelguard.attacks.sparse_rs import proposals_per_image, swap_fraction
 from pixelguard.config import at_least, between, positive
-from pixelguard.models.base import OutputKind, preferred_batch_size
+from pixelguard.models.base import OutputKind, memory_budget, preferred_batch_size
 
 
 def gumbel_noise(
@@ -380,7 +384,9 @@ class SparseBayes(CornerPixelSearch):
             per step (see :func:`speculative_proposals`); 0: one proposal per step.
         additive_features: inputs with at most this many features ``H * W * 2**C``
             (a position painted one corner of the colour cube: 128 on 8x8 grey
-            digits, 512 on 8x8 RGB) are searched with the additive margin model of
+            digits, 512 on 8x8 RGB) whose posterior fits the model's memory budget
+            (:func:`~pixelguard.attacks.additive_search.posterior_bytes`: 0.4 MB at
+            128 features, 25 MB at 1,024) are searched with the additive margin model of
             :mod:`~pixelguard.attacks.additive_search` first (the settings above do
             not apply to it); an image it has not fooled after ``additive_steps``
             steps (at most half of them) goes on with the search above; 0: never.
@@ -417,12 +423,20 @@ class SparseBayes(CornerPixelSearch):
         "additive_steps": at_least(1),
     }
 
+    def _fits_the_additive_model(self, state: AttackState) -> bool:
+        """Whether the images are small enough for the additive model: at most
+        ``additive_features`` features, and one image's posterior within the model's
+        memory budget."""
+        shape = tuple(state.x.shape[1:])
+        return feature_count(shape) <= self.additive_features and posterior_bytes(
+            shape
+        ) <= memory_budget(state.model)
+
     def _search(self, state: AttackState) -> None:
         steps = max(1, self.steps if self.budget is None else min(self.steps, self.budget - 1))
         loss_fn = margin_loss(OutputKind(state.model.capabilities.output), state.reject_class)
         images = state.unfooled
-        shape = tuple(state.x.shape[1:])
-        if state.clean_scores is not None and feature_count(shape) <= self.additive_features:
+        if state.clean_scores is not None and self._fits_the_additive_model(state):
             additive_steps = min(self.additive_steps, (steps + 1) // 2)
             fooled = additive_sparse_search(
                 state,

@@ -74,14 +74,14 @@ def test_the_likeliest_set_takes_the_most_negative_features_on_distinct_position
     mean[0, 1], mean[0, 0], mean[0, 5] = -3.0, -2.0, -1.0  # position 0 twice, position 2
     covariance = torch.eye(8, dtype=torch.float64).unsqueeze(0) * 0.01
     usable = torch.ones(1, 8, dtype=torch.bool)
-    chosen = likeliest_fooling_sets(generator, mean, covariance, usable, 2, 2, -3.5, 0.1)
+    chosen = likeliest_fooling_sets(generator, mean, covariance, usable, 2, 2, -3.5)
     assert sorted(chosen[0].tolist()) == [1, 5], "one corner per position, the best ones"
     usable[0, 5] = False
-    chosen = likeliest_fooling_sets(generator, mean, covariance, usable, 2, 2, -3.5, 0.1)
+    chosen = likeliest_fooling_sets(generator, mean, covariance, usable, 2, 2, -3.5)
     assert 5 not in chosen[0].tolist(), "an unusable feature is never chosen"
     only_one = torch.zeros(1, 8, dtype=torch.bool)
     only_one[0, 3] = True
-    chosen = likeliest_fooling_sets(generator, mean, covariance, only_one, 3, 2, -3.5, 0.1)
+    chosen = likeliest_fooling_sets(generator, mean, covariance, only_one, 3, 2, -3.5)
     assert chosen[0].tolist() == [3, 3, 3], "too few usable positions: the first repeats"
 
 
@@ -90,7 +90,7 @@ def test_an_uncertain_feature_beats_a_known_one_that_cannot_fool() -> None:
     mean = torch.tensor([[-1.0, 0.0]], dtype=torch.float64)
     covariance = torch.diag(torch.tensor([1e-6, 4.0], dtype=torch.float64)).unsqueeze(0)
     usable = torch.ones(1, 2, dtype=torch.bool)
-    chosen = likeliest_fooling_sets(generator, mean, covariance, usable, 1, 1, -3.0, 0.1)
+    chosen = likeliest_fooling_sets(generator, mean, covariance, usable, 1, 1, -3.0)
     assert chosen[0].tolist() == [1], "-1 for sure never reaches -3; N(0, 4) may"
 
 

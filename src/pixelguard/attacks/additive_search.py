@@ -21,7 +21,7 @@ the model only about the set of ``k`` pixels most likely to fool it:
 - **The query.** The candidate is built greedily, one pixel at a time, to maximise
   the posterior probability that its margin is negative (the probability of
   improvement over the fooling threshold): the set most likely to fool, not the
-  one with the best mean, so a set that failed is not asked again, and untried
+  one with the best mean, so a set that failed is seldom asked again, and untried
   features win where the known ones are unlikely to suffice.
 
 Measured on the digits CNN (k=3, budget 300) in ``BENCHMARKS.md``. The model's
@@ -168,7 +168,6 @@ def likeliest_fooling_sets(
     pixels: int,
     corners: int,
     threshold: float,
-    noise: float,
 ) -> torch.Tensor:
     """Per image, ``pixels`` features on distinct positions, added one at a time, each
     the one that most raises the probability that the set's sum falls below
@@ -279,7 +278,6 @@ def _search_group(
             pixels,
             corners.shape[0],
             -float(pixels),
-            shared.noise,
         )
         positions, colours = chosen // corners.shape[0], chosen % corners.shape[0]
         values = corners[colours]

@@ -240,6 +240,15 @@ def corner_table(channels: int, device: torch.device | str = "cpu") -> torch.Ten
     return ((index // bits) % 2).to(torch.float32)
 
 
+def corner_distances(colours: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Squared distance of each colour from each corner of the colour cube.
+
+    Shape:
+        colours: (R, s, C); corners: (K, C) -> (R, s, K).
+    """
+    return ((colours.unsqueeze(2) - corners.view(1, 1, *corners.shape)) ** 2).sum(dim=-1)
+
+
 def pixel_corner_index(x: torch.Tensor) -> torch.Tensor:
     """The corner each pixel already sits on, or -1 where it is not on a corner.
 

@@ -43,6 +43,7 @@ import torch
 
 from pixelguard.attacks._population import (
     LossFunction,
+    corner_distances,
     corner_table,
     record_winners,
     score_candidates,
@@ -74,8 +75,8 @@ def change_sizes(x: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
         x: (A, C, H, W); corners: (K, C) -> (A, H * W * K), feature ``p * K + j``.
     """
     a, c = x.shape[:2]
-    flat = x.reshape(a, c, -1).transpose(1, 2).unsqueeze(2)  # (A, P, 1, C)
-    return ((flat - corners.view(1, 1, *corners.shape)) ** 2).mean(dim=-1).sqrt().reshape(a, -1)
+    colours = x.reshape(a, c, -1).transpose(1, 2)  # (A, P, C)
+    return (corner_distances(colours, corners) / c).sqrt().reshape(a, -1)
 
 
 @dataclass

@@ -57,6 +57,7 @@ import torch
 from pixelguard.attacks._population import (
     LossFunction,
     accept_best,
+    corner_distances,
     corner_table,
     margin_loss,
     record_winners,
@@ -220,7 +221,7 @@ def far_corners(
     Shape:
         colours: (R, s, C); corners: (2**C, C) -> (R, s) int64.
     """
-    distance = ((colours.unsqueeze(2) - corners.view(1, 1, *corners.shape)) ** 2).sum(dim=-1)
+    distance = corner_distances(colours, corners)
     return (bias * distance + gumbel_noise(generator, distance.shape, colours.device)).argmax(
         dim=-1
     )

@@ -88,6 +88,10 @@ def missing_dependency(package: str, extra: str, feature: str) -> MissingDepende
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type's name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The line of an exception's message that says what went wrong: its first line, or
+    its last for an error raised inside a TorchScript module (whose message starts with
+    the interpreter's traceback); the exception type's name when there is no message."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return lines[-1].strip().rstrip(":") if "TorchScript" in lines[0] else lines[0]

@@ -213,3 +213,14 @@ def test_module_failure_and_wrong_image_shape_raise_model_error() -> None:
 def test_not_a_module_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="nn.Module"):
         TorchClassifier(lambda x: x, (1, 2, 2))  # type: ignore[arg-type]
+
+
+def test_a_torchscript_module_that_fails_says_why_in_one_line() -> None:
+    scripted = torch.jit.script(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+    model = TorchClassifier(scripted, (1, 8, 8), output="logits")
+    with pytest.raises(ModelError) as info:
+        model.predict(torch.zeros(2, 1, 8, 8))
+    message = str(info.value)
+    assert "\n" not in message, "not the interpreter's traceback"
+    assert "mat1 and mat2 shapes cannot be multiplied" in message
+    assert "Traceback" not in message

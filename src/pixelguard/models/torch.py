@@ -8,7 +8,7 @@ import itertools
 import torch
 from torch import nn
 
-from pixelguard.errors import ConfigError, ModelError
+from pixelguard.errors import ConfigError, ModelError, first_line
 from pixelguard.models.base import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_MEMORY,
@@ -109,7 +109,7 @@ class TorchClassifier(ArrayClassifier):
         except RuntimeError as exc:
             raise ModelError(
                 f"the module failed on input of shape {tuple(inputs.shape)} "
-                f"(layout {self.spec.layout}, dtype {self.spec.dtype}): {exc}; "
+                f"(layout {self.spec.layout}, dtype {self.spec.dtype}): {first_line(exc)}; "
                 "check input_shape, layout and batch_size"
             ) from exc
         return one_tensor(out, "the module")

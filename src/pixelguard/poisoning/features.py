@@ -23,7 +23,7 @@ from torch import nn
 
 from pixelguard.checks import check_images
 from pixelguard.defaults import DEFAULT_BATCH_SIZE
-from pixelguard.errors import CapabilityError, ModelError
+from pixelguard.errors import CapabilityError, ModelError, first_line
 from pixelguard.models.torch import TorchClassifier
 
 SUPPORTED = (
@@ -115,7 +115,8 @@ def penultimate_features(
                     out = module(to_model(chunk.to(device)))
                 except RuntimeError as exc:
                     raise ModelError(
-                        f"the module failed on input of shape {tuple(chunk.shape)}: {exc}"
+                        f"the module failed on input of shape {tuple(chunk.shape)}: "
+                        f"{first_line(exc)}"
                     ) from exc
                 _check_last_layer(layer, captured, captured_out, out, chunk.shape[0])
                 rows.append(captured[0])
